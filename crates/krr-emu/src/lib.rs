@@ -1,0 +1,1 @@
+//! x86-64 system emulator (skeleton; see issue 2).

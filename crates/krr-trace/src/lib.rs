@@ -1,0 +1,1 @@
+//! krr trace format.

@@ -1,0 +1,57 @@
+//! `krr`: record the Linux kernel on KVM (or krr's own emulator) and replay it deterministically.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Record and replay the execution of a Linux guest kernel.
+///
+/// krr boots a Linux guest under its own VMM, records only the inputs that cross into the guest
+/// kernel, and replays that kernel deterministically on its own x86-64 emulator.
+#[derive(Debug, Parser)]
+#[command(name = "krr", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the instrumented guest kernel and initramfs (cached outside the repository).
+    Guest(cmd::guest::GuestArgs),
+    /// Report what this host offers: KVM usable for Linux guests? PMU? emulator speed.
+    Doctor(cmd::unimplemented::Args),
+    /// Boot a guest, record its kernel's inputs into a trace directory.
+    Record(cmd::unimplemented::Args),
+    /// Re-execute a recorded kernel in the emulator and verify it.
+    Replay(cmd::unimplemented::Args),
+    /// Boot a guest and run a workload without recording (the native baseline).
+    Run(cmd::unimplemented::Args),
+    /// Print the events, console lines and statistics of a trace.
+    Dump(cmd::dump::DumpArgs),
+    /// Report which instructions of a vmlinux or ELF program krr-emu implements.
+    EmuCoverage(cmd::emu_coverage::EmuCoverageArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Guest(args) => cmd::guest::run(args),
+        Command::Doctor(args) => cmd::unimplemented::run("doctor", 4, args),
+        Command::Record(args) => cmd::unimplemented::run("record", 5, args),
+        Command::Replay(args) => cmd::unimplemented::run("replay", 6, args),
+        Command::Run(args) => cmd::unimplemented::run("run", 4, args),
+        Command::Dump(args) => cmd::dump::run(args),
+        Command::EmuCoverage(args) => cmd::emu_coverage::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("krr: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
