@@ -200,16 +200,16 @@ fn put_regs(out: &mut Vec<u8>, last: &mut [u64; Regs::COUNT], regs: &Regs) {
     *last = cur;
 }
 
-/// Decodes the events of one block, in order.
+/// Decodes the events of one block, in order. Owns or borrows the block's raw bytes.
 #[derive(Debug)]
-pub struct Decoder<'a> {
-    buf: &'a [u8],
+pub struct Decoder<B = Vec<u8>> {
+    buf: B,
     off: usize,
     state: DeltaState,
 }
 
-impl<'a> Decoder<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
+impl<B: AsRef<[u8]>> Decoder<B> {
+    pub fn new(buf: B) -> Self {
         Decoder { buf, off: 0, state: DeltaState::default() }
     }
 
@@ -220,17 +220,26 @@ impl<'a> Decoder<'a> {
 
     /// Whether every byte of the block was consumed.
     pub fn is_empty(&self) -> bool {
-        self.off >= self.buf.len()
+        self.off >= self.buf.as_ref().len()
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.off).ok_or(DecodeError::Truncated { offset: self.off })?;
+        let b = *self.buf.as_ref().get(self.off).ok_or(DecodeError::Truncated { offset: self.off })?;
         self.off += 1;
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let start = self.off;
+        // Fast path: a one-byte varint.
+        if let Some(&b) = self.buf.as_ref().get(start) {
+            if b < 0x80 {
+                self.off += 1;
+                return Ok(b as u64);
+            }
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -265,9 +274,10 @@ impl<'a> Decoder<'a> {
             return Err(DecodeError::OutOfRange { what: "data length above the limit", offset: off });
         }
         let len = len as usize;
-        let end = self.off.checked_add(len).filter(|e| *e <= self.buf.len());
+        let buf = self.buf.as_ref();
+        let end = self.off.checked_add(len).filter(|e| *e <= buf.len());
         let end = end.ok_or(DecodeError::Truncated { offset: self.off })?;
-        let data = self.buf[self.off..end].to_vec();
+        let data = buf[self.off..end].to_vec();
         self.off = end;
         Ok(data)
     }
@@ -360,7 +370,11 @@ impl<'a> Decoder<'a> {
                     return Err(DecodeError::OutOfRange { what: "random flags", offset: off });
                 }
                 let end = self.off + 8;
-                let raw = self.buf.get(self.off..end).ok_or(DecodeError::Truncated { offset: self.off })?;
+                let raw = self
+                    .buf
+                    .as_ref()
+                    .get(self.off..end)
+                    .ok_or(DecodeError::Truncated { offset: self.off })?;
                 let mut v = [0u8; 8];
                 v.copy_from_slice(raw);
                 self.off = end;
@@ -402,7 +416,7 @@ mod tests {
         for e in events {
             enc.encode(e, &mut buf);
         }
-        let mut dec = Decoder::new(&buf);
+        let mut dec = Decoder::new(&buf[..]);
         let mut got = Vec::new();
         while let Some(e) = dec.next_event().unwrap() {
             got.push(e);
@@ -416,7 +430,7 @@ mod tests {
         for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
             let mut b = Vec::new();
             put_varint(&mut b, v);
-            let mut d = Decoder::new(&b);
+            let mut d = Decoder::new(&b[..]);
             assert_eq!(d.varint().unwrap(), v);
             assert!(d.is_empty());
         }
@@ -428,11 +442,11 @@ mod tests {
     #[test]
     fn overlong_varint_is_rejected() {
         let b = [0xffu8; 11];
-        assert!(matches!(Decoder::new(&b).varint(), Err(DecodeError::VarintOverflow { offset: 0 })));
+        assert!(matches!(Decoder::new(&b[..]).varint(), Err(DecodeError::VarintOverflow { offset: 0 })));
         // Ten bytes whose last carries more than the one remaining bit.
         let mut b = vec![0x80u8; 9];
         b.push(0x02);
-        assert!(matches!(Decoder::new(&b).varint(), Err(DecodeError::VarintOverflow { .. })));
+        assert!(matches!(Decoder::new(&b[..]).varint(), Err(DecodeError::VarintOverflow { .. })));
     }
 
     #[test]
@@ -473,23 +487,23 @@ mod tests {
     #[test]
     fn bad_inputs_are_typed_errors() {
         assert!(matches!(
-            Decoder::new(&[31]).next_event(),
+            Decoder::new(&[31u8][..]).next_event(),
             Err(DecodeError::UnknownTag { tag: 31, offset: 0 })
         ));
         // A user read claiming more data than the block holds.
         let b = [EventKind::UserRead.tag(), 0, 0, 100, 1, 2];
-        assert!(matches!(Decoder::new(&b).next_event(), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(Decoder::new(&b[..]).next_event(), Err(DecodeError::Truncated { .. })));
         // A data length above the limit is refused before allocating.
         let mut b = vec![EventKind::Dma.tag(), 0];
         put_varint(&mut b, MAX_EVENT_DATA as u64 + 1);
-        assert!(matches!(Decoder::new(&b).next_event(), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(Decoder::new(&b[..]).next_event(), Err(DecodeError::OutOfRange { .. })));
         // A register mask with bits above the 18 registers.
         let mut b = vec![EventKind::Syscall.tag()];
         put_varint(&mut b, 1 << 18);
-        assert!(matches!(Decoder::new(&b).next_event(), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(Decoder::new(&b[..]).next_event(), Err(DecodeError::OutOfRange { .. })));
         // vCPU above the limit.
         let mut b = vec![EventKind::Console.tag() | (7 << 5)];
         put_varint(&mut b, MAX_VCPUS as u64);
-        assert!(matches!(Decoder::new(&b).next_event(), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(Decoder::new(&b[..]).next_event(), Err(DecodeError::OutOfRange { .. })));
     }
 }

@@ -156,8 +156,8 @@ impl<R: Read + Seek> EventStream<R> {
         }
     }
 
-    /// Read, check and decode block `i`. Decoded events are checked against the block header.
-    pub fn read_block(&mut self, i: usize) -> Result<Vec<TraceEvent>, TraceError> {
+    /// Read block `i`, check its payload checksum and decompress it.
+    fn load_block(&mut self, i: usize) -> Result<Vec<u8>, TraceError> {
         let info = self.blocks[i];
         let h = info.header;
         let mut stored = vec![0u8; h.stored_len as usize];
@@ -174,39 +174,14 @@ impl<R: Read + Seek> EventStream<R> {
                 "block payload checksum mismatch".into(),
             ));
         }
-        let raw = decompress(h.codec, &stored, h.raw_len as usize)
-            .map_err(|r| self.corrupt(i, info.offset, h.first_event, r))?;
-        let mut dec = Decoder::new(&raw);
-        let mut out = Vec::with_capacity(h.events as usize);
-        loop {
-            let start = dec.offset();
-            match dec.next_event() {
-                Ok(Some(event)) => {
-                    let index = h.first_event + out.len() as u64;
-                    out.push(TraceEvent { index, event, encoded_len: (dec.offset() - start) as u32 });
-                    if out.len() > h.events as usize {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.corrupt(i, info.offset, h.first_event, e.to_string())),
-            }
-        }
-        if out.len() != h.events as usize {
-            return Err(self.corrupt(
-                i,
-                info.offset,
-                h.first_event,
-                format!("block holds {} events, its header says {}", out.len(), h.events),
-            ));
-        }
-        Ok(out)
+        decompress(h.codec, &stored, h.raw_len as usize)
+            .map_err(|r| self.corrupt(i, info.offset, h.first_event, r))
     }
 
     /// Iterate over every event from `start` on; see [`EventIter`].
     pub fn events_from(&mut self, start: u64) -> EventIter<'_, R> {
         let block = self.block_of(start).unwrap_or(self.blocks.len());
-        EventIter { stream: self, block, skip: start, pending: Vec::new().into_iter(), done: false }
+        EventIter { stream: self, block, skip: start, cur: None, done: false }
     }
 }
 
@@ -222,14 +197,32 @@ fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Yields `Ok` events in order; after the last intact event it yields at most one `Err`
-/// describing the damage (checksum, decode or truncation), then stops.
+/// describing the damage (checksum, decode or truncation), then stops. Blocks are decoded lazily,
+/// one at a time.
 #[derive(Debug)]
 pub struct EventIter<'a, R> {
     stream: &'a mut EventStream<R>,
+    /// The next block to load.
     block: usize,
     skip: u64,
-    pending: std::vec::IntoIter<TraceEvent>,
+    cur: Option<CurrentBlock>,
     done: bool,
+}
+
+#[derive(Debug)]
+struct CurrentBlock {
+    index: usize,
+    dec: Decoder<Vec<u8>>,
+    next_event: u64,
+    end_event: u64,
+}
+
+impl<R: Read + Seek> EventIter<'_, R> {
+    fn fail(&mut self, e: TraceError) -> Option<Result<TraceEvent, TraceError>> {
+        self.done = true;
+        self.cur = None;
+        Some(Err(e))
+    }
 }
 
 impl<R: Read + Seek> Iterator for EventIter<'_, R> {
@@ -237,14 +230,40 @@ impl<R: Read + Seek> Iterator for EventIter<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(ev) = self.pending.next() {
-                if ev.index < self.skip {
-                    continue;
-                }
-                return Some(Ok(ev));
-            }
             if self.done {
                 return None;
+            }
+            if let Some(cur) = &mut self.cur {
+                let start = cur.dec.offset();
+                match cur.dec.next_event() {
+                    Ok(Some(event)) if cur.next_event < cur.end_event => {
+                        let index = cur.next_event;
+                        cur.next_event += 1;
+                        if index < self.skip {
+                            continue;
+                        }
+                        let encoded_len = (cur.dec.offset() - start) as u32;
+                        return Some(Ok(TraceEvent { index, event, encoded_len }));
+                    }
+                    Ok(None) if cur.next_event == cur.end_event => {
+                        self.cur = None;
+                        continue;
+                    }
+                    Ok(_) => {
+                        let (i, first) = (cur.index, self.stream.blocks[cur.index].header.first_event);
+                        let reason = format!(
+                            "block holds a different number of events than its header says ({})",
+                            cur.end_event - first
+                        );
+                        let e = self.stream.corrupt(i, self.stream.blocks[i].offset, first, reason);
+                        return self.fail(e);
+                    }
+                    Err(err) => {
+                        let (i, first) = (cur.index, self.stream.blocks[cur.index].header.first_event);
+                        let e = self.stream.corrupt(i, self.stream.blocks[i].offset, first, err.to_string());
+                        return self.fail(e);
+                    }
+                }
             }
             if self.block >= self.stream.blocks.len() {
                 self.done = true;
@@ -258,15 +277,19 @@ impl<R: Read + Seek> Iterator for EventIter<'_, R> {
                     reason: d.reason,
                 }));
             }
-            match self.stream.read_block(self.block) {
-                Ok(evs) => {
-                    self.pending = evs.into_iter();
+            let i = self.block;
+            match self.stream.load_block(i) {
+                Ok(raw) => {
+                    let h = self.stream.blocks[i].header;
+                    self.cur = Some(CurrentBlock {
+                        index: i,
+                        dec: Decoder::new(raw),
+                        next_event: h.first_event,
+                        end_event: h.first_event + h.events as u64,
+                    });
                     self.block += 1;
                 }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+                Err(e) => return self.fail(e),
             }
         }
     }

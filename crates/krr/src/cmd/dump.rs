@@ -302,7 +302,15 @@ fn print_header_summary(out: &mut impl Write, h: &Header) -> anyhow::Result<()> 
         h.vm.mem_bytes >> 20,
         h.vm.cmdline
     )?;
-    writeln!(out, "# kernel: {} build-id={} {}", h.kernel.version, h.kernel.build_id, h.kernel.content_hash)?;
+    if h.kernel.build_id.is_empty() {
+        writeln!(out, "# kernel: unknown (the trace does not name one)")?;
+    } else {
+        writeln!(
+            out,
+            "# kernel: {} build-id={} {}",
+            h.kernel.version, h.kernel.build_id, h.kernel.content_hash
+        )?;
+    }
     writeln!(out, "# started: {}", format_time(h.start_time_unix_ms))?;
     match &h.completion {
         Some(c) => writeln!(

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command (README "Quick start"; CI runs it through .ci/run):
+# format, lints, every crate's tests, the KVM differential tests where /dev/kvm exists, and a
+# bounded fuzz run of every fuzz target where cargo-fuzz is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+if [ -e /dev/kvm ] && [ -d crates/krr-difftest ]; then
+    step "differential tests against the CPU through KVM"
+    cargo test --release -p krr-difftest -- --ignored
+else
+    echo "note: /dev/kvm is missing: the KVM differential tests did not run"
+fi
+
+step "fuzzing (bounded)"
+scripts/fuzz.sh "${KRR_FUZZ_SECONDS:-60}"
