@@ -1,0 +1,99 @@
+//! The guest console: everything the guest writes to COM1, echoed to the terminal if asked, kept
+//! for the trace, and watched for the lines the VMM acts on (a kernel panic, `Run /init`).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// A line the VMM reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEvent {
+    /// `Kernel panic - not syncing: ...`; holds the whole line from "Kernel panic".
+    Panic(String),
+    /// The kernel is starting init (`Run /init as init process`).
+    RunInit,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    bytes: Vec<u8>,
+    line_start: usize,
+    events: Vec<ConsoleEvent>,
+    echo: bool,
+}
+
+/// Shared console state (cloned into the UART and read by the VMM).
+#[derive(Debug, Clone, Default)]
+pub struct Console(Arc<Mutex<Inner>>);
+
+impl Console {
+    /// `echo`: copy the guest's output to this process's stdout as it arrives.
+    pub fn new(echo: bool) -> Self {
+        Console(Arc::new(Mutex::new(Inner { echo, ..Inner::default() })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain bytes behind; they are still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append guest output.
+    pub fn push(&self, buf: &[u8]) {
+        let mut c = self.lock();
+        if c.echo {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(buf);
+            let _ = out.flush();
+        }
+        for &b in buf {
+            c.bytes.push(b);
+            if b == b'\n' {
+                let start = c.line_start;
+                let line = String::from_utf8_lossy(&c.bytes[start..]).into_owned();
+                c.line_start = c.bytes.len();
+                if let Some(i) = line.find("Kernel panic - not syncing") {
+                    c.events.push(ConsoleEvent::Panic(line[i..].trim_end().to_string()));
+                } else if line.contains("Run /init as init process") {
+                    c.events.push(ConsoleEvent::RunInit);
+                }
+            }
+        }
+    }
+
+    /// Everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.lock().bytes.clone()
+    }
+
+    /// Number of bytes written so far.
+    pub fn len(&self) -> usize {
+        self.lock().bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events seen so far.
+    pub fn events(&self) -> Vec<ConsoleEvent> {
+        self.lock().events.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watches_lines() {
+        let c = Console::new(false);
+        c.push(b"[    1.0] Run /init as init process\n[    2.0] Kernel pa");
+        c.push(b"nic - not syncing: sysrq triggered crash\r\n");
+        assert_eq!(
+            c.events(),
+            vec![
+                ConsoleEvent::RunInit,
+                ConsoleEvent::Panic("Kernel panic - not syncing: sysrq triggered crash".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The `kvm` backend: one thread per vCPU on stock KVM, with KVM's in-kernel irqchip (local APICs,
+//! I/O APIC, PIC) and PIT. The VMM only handles port I/O to its own devices.
+
+mod memory;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{
+    kvm_fpu, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+
+pub use memory::GuestRam;
+
+use crate::boot::{BootPlan, FlatSegment};
+use crate::cpuid::{reduce, CpuidLeaf};
+use crate::devices::{Devices, IrqSink, PortAction};
+
+/// Errors of the KVM backend.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error("/dev/kvm is not available ({0}); use --accel emu")]
+    NoKvm(String),
+    #[error("KVM: {what}: {source}")]
+    Ioctl { what: &'static str, source: kvm_ioctls::Error },
+    #[error("cannot allocate {size} MiB of guest memory: {source}")]
+    Memory { size: u64, source: std::io::Error },
+    #[error("boot data at {0:#x} does not fit in guest memory")]
+    BootWrite(u64),
+}
+
+fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
+    move |source| KvmError::Ioctl { what, source }
+}
+
+/// Why a vCPU thread stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuStop {
+    Exit(u8),
+    Reset,
+    /// The guest triple-faulted or KVM reported a shutdown.
+    Shutdown,
+    /// KVM could not run the guest (internal error, failed entry, unexpected exit).
+    Failed(String),
+    /// Asked to stop by the VMM.
+    Kicked,
+}
+
+/// Pulses ISA lines on KVM's in-kernel I/O APIC and PIC.
+struct KvmIrq(Arc<VmFd>);
+
+impl IrqSink for KvmIrq {
+    fn pulse(&self, irq: u32) {
+        let _ = self.0.set_irq_line(irq, true);
+        let _ = self.0.set_irq_line(irq, false);
+    }
+}
+
+/// A VM on KVM, ready to run.
+pub struct KvmVm {
+    vcpus: Vec<VcpuFd>,
+    vm: Arc<VmFd>,
+    _kvm: Kvm,
+    _ram: GuestRam,
+}
+
+impl std::fmt::Debug for KvmVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvmVm").field("vcpus", &self.vcpus.len()).finish_non_exhaustive()
+    }
+}
+
+/// The IRQ sink for devices of a VM on KVM.
+pub fn irq_sink(vm: &KvmVm) -> Arc<dyn IrqSink> {
+    Arc::new(KvmIrq(vm.vm.clone()))
+}
+
+/// Open /dev/kvm with a clear error.
+pub fn open_kvm() -> Result<Kvm, KvmError> {
+    Kvm::new().map_err(|e| KvmError::NoKvm(e.to_string()))
+}
+
+fn segment(s: FlatSegment, dpl: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: s.selector,
+        type_: s.typ,
+        present: 1,
+        dpl,
+        db: u8::from(s.db),
+        s: 1,
+        l: u8::from(s.long),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+impl KvmVm {
+    /// Create the VM, its memory and vCPUs, and apply `plan` (memory contents, BSP registers).
+    pub fn new(mem_bytes: u64, vcpus: u32, plan: &BootPlan) -> Result<Self, KvmError> {
+        let kvm = open_kvm()?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        vm.set_tss_address(0xfffb_d000).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm.set_identity_map_address(0xfffb_c000).map_err(ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+
+        let mut ram = GuestRam::new(mem_bytes as usize)
+            .map_err(|e| KvmError::Memory { size: mem_bytes >> 20, source: e })?;
+        for (gpa, data) in &plan.writes {
+            if !ram.write(*gpa, data) {
+                return Err(KvmError::BootWrite(*gpa));
+            }
+        }
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram.size() as u64,
+            userspace_addr: ram.host_addr(),
+        };
+        // SAFETY: the region is the live mapping owned by `ram`; `KvmVm` keeps it (and `start`
+        // keeps it for the vCPU threads) for as long as any vCPU can run.
+        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+
+        let supported =
+            kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut fds = Vec::new();
+        for id in 0..vcpus {
+            let vcpu = vm.create_vcpu(id as u64).map_err(ioctl("KVM_CREATE_VCPU"))?;
+            let mut leaves: Vec<CpuidLeaf> = supported
+                .as_slice()
+                .iter()
+                .map(|e| CpuidLeaf {
+                    function: e.function,
+                    index: e.index,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx: e.ecx,
+                    edx: e.edx,
+                })
+                .collect();
+            reduce(&mut leaves, id);
+            let mut cpuid = supported.clone();
+            let kept: Vec<_> = supported
+                .as_slice()
+                .iter()
+                .filter_map(|e| {
+                    leaves.iter().find(|l| l.function == e.function && l.index == e.index).map(|l| {
+                        let mut e = *e;
+                        (e.eax, e.ebx, e.ecx, e.edx) = (l.eax, l.ebx, l.ecx, l.edx);
+                        e
+                    })
+                })
+                .collect();
+            cpuid = CpuId::from_entries(&kept).unwrap_or(cpuid);
+            vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+            let msrs = Msrs::from_entries(&[kvm_msr_entry { index: 0x1a0, data: 1, ..Default::default() }])
+                .map_err(|_| KvmError::Ioctl {
+                what: "MSR list",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            })?;
+            vcpu.set_msrs(&msrs).map_err(ioctl("KVM_SET_MSRS"))?;
+            let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+            vcpu.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
+            set_lint(&vcpu)?;
+            if id == 0 {
+                set_boot_state(&vcpu, plan)?;
+            }
+            fds.push(vcpu);
+        }
+        Ok(KvmVm { vcpus: fds, vm: Arc::new(vm), _kvm: kvm, _ram: ram })
+    }
+
+    /// Run every vCPU on its own thread until one stops or `stop` is set; each thread reports
+    /// why it stopped on `report`. Returns the thread handles.
+    pub fn start(
+        self,
+        devices: Arc<Mutex<Devices>>,
+        stop: Arc<AtomicBool>,
+        report: Sender<(u32, VcpuStop)>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        kick::install()?;
+        let KvmVm { vcpus, vm, _kvm, _ram } = self;
+        // Guest memory and the VM stay alive until the last vCPU thread ends.
+        let keep = Arc::new((vm, _kvm, _ram));
+        let mut handles = Vec::new();
+        for (id, mut vcpu) in vcpus.into_iter().enumerate() {
+            let keep = keep.clone();
+            let devices = devices.clone();
+            let stop = stop.clone();
+            let report = report.clone();
+            let h = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
+                let why = run_vcpu(&mut vcpu, id, &devices, &stop);
+                drop(vcpu);
+                drop(keep);
+                let _ = report.send((id as u32, why));
+            })?;
+            handles.push(h);
+        }
+        Ok(handles)
+    }
+}
+
+fn run_vcpu(vcpu: &mut VcpuFd, id: usize, devices: &Mutex<Devices>, stop: &AtomicBool) -> VcpuStop {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return VcpuStop::Kicked;
+        }
+        let exit = vcpu.run();
+        let lock = || devices.lock().unwrap_or_else(|p| p.into_inner());
+        match exit {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                let v = lock().io_in(port, data.len() as u8);
+                let n = data.len().min(4);
+                data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut v = [0u8; 4];
+                let n = data.len().min(4);
+                v[..n].copy_from_slice(&data[..n]);
+                match lock().io_out(port, n as u8, u32::from_le_bytes(v)) {
+                    PortAction::Continue => {}
+                    PortAction::Exit(code) => return VcpuStop::Exit(code),
+                    PortAction::Reset => return VcpuStop::Reset,
+                }
+            }
+            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
+            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::Hlt) => return VcpuStop::Failed("vCPU halted outside the in-kernel irqchip".into()),
+            Ok(VcpuExit::Shutdown) => return VcpuStop::Shutdown,
+            Ok(VcpuExit::SystemEvent(t, _)) => {
+                return if t == kvm_bindings::KVM_SYSTEM_EVENT_RESET {
+                    VcpuStop::Reset
+                } else {
+                    VcpuStop::Shutdown
+                };
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return VcpuStop::Failed(format!(
+                    "KVM failed to enter the guest (reason {reason:#x}, cpu {cpu})"
+                ));
+            }
+            Ok(VcpuExit::InternalError) => {
+                let rip = vcpu.get_regs().map(|r: kvm_regs| r.rip).unwrap_or(0);
+                return VcpuStop::Failed(format!(
+                    "KVM internal error on vCPU {id} at RIP {rip:#x} (the host's KVM could not emulate an instruction)"
+                ));
+            }
+            Ok(other) => return VcpuStop::Failed(format!("unexpected KVM exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => return VcpuStop::Failed(format!("KVM_RUN: {e}")),
+        }
+    }
+}
+
+fn set_boot_state(vcpu: &VcpuFd, plan: &BootPlan) -> Result<(), KvmError> {
+    let e = &plan.entry;
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    sregs.cs = segment(e.cs, 0);
+    let ds = segment(e.ds, 0);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (ds, ds, ds, ds, ds);
+    sregs.gdt.base = e.gdt_base;
+    sregs.gdt.limit = e.gdt_limit;
+    sregs.cr0 = e.cr0;
+    sregs.cr3 = e.cr3;
+    sregs.cr4 = e.cr4;
+    sregs.efer = e.efer;
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let regs = kvm_regs { rip: e.rip, rsi: e.rsi, rsp: e.rsp, rflags: e.rflags, ..Default::default() };
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+}
+
+/// LINT0 = ExtINT (the PIC), LINT1 = NMI, as firmware would leave them.
+fn set_lint(vcpu: &VcpuFd) -> Result<(), KvmError> {
+    let mut lapic = vcpu.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?;
+    for (off, mode) in [(0x350usize, 0x7u32), (0x360, 0x4)] {
+        let mut b = [0u8; 4];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = lapic.regs[off + i] as u8;
+        }
+        let v = (u32::from_le_bytes(b) & !0x700) | (mode << 8);
+        for (i, x) in v.to_le_bytes().iter().enumerate() {
+            lapic.regs[off + i] = *x as _;
+        }
+    }
+    vcpu.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))
+}
+
+/// Kicking vCPU threads out of KVM_RUN: a no-op handler for a real-time signal, so the signal
+/// interrupts the ioctl (EINTR) without killing the process.
+pub mod kick {
+    use std::os::unix::thread::JoinHandleExt;
+
+    extern "C" fn noop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+    fn signum() -> libc::c_int {
+        vmm_sys_util::signal::SIGRTMIN()
+    }
+
+    pub(crate) fn install() -> std::io::Result<()> {
+        vmm_sys_util::signal::register_signal_handler(signum(), noop)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+
+    /// Interrupt `h`'s thread if it is inside KVM_RUN.
+    pub fn kick<T>(h: &std::thread::JoinHandle<T>) {
+        kick_thread(h.as_pthread_t());
+    }
+
+    /// Interrupt thread `t` (which must still be alive) if it is inside KVM_RUN.
+    pub fn kick_thread(t: libc::pthread_t) {
+        // SAFETY: pthread_kill with a signal whose handler is installed (a no-op); callers pass
+        // threads that have not been joined.
+        unsafe { libc::pthread_kill(t, signum()) };
+    }
+}

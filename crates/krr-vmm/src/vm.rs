@@ -1,0 +1,214 @@
+//! Running a guest: pick the backend, boot, watch the console, and say how the run ended.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::boot::{plan, BootConfig, BootError};
+use crate::devices::{Console, ConsoleEvent, Devices};
+use crate::kvm::{irq_sink, kick, KvmError, KvmVm, VcpuStop};
+use crate::probe::{probe_kvm, ProbeError};
+
+/// Which CPU backend runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Emu,
+    /// `kvm` if the host's KVM can run a Linux guest (kernel and user space), else `emu`.
+    Auto,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Emu => "emu",
+            Accel::Auto => "auto",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub mem_bytes: u64,
+    pub vmlinux: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// Copy the guest console to stdout while it runs.
+    pub echo: bool,
+    /// Give up after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The workload exited with this status (through the exit port).
+    Exited(u8),
+    /// The guest kernel panicked; the panic line.
+    Panic(String),
+    /// The guest rebooted or triple-faulted without reporting a status.
+    Reset,
+    /// The run took longer than the timeout.
+    Timeout,
+    /// The kernel reached `Run /init`, but this host's KVM cannot run guest user space.
+    KvmCannotRunUserSpace,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub reason: ExitReason,
+    /// The backend that actually ran the guest.
+    pub accel: Accel,
+    /// Why that backend was chosen (for `auto`).
+    pub accel_why: String,
+    pub console: Vec<u8>,
+    pub elapsed: Duration,
+    /// Time from start to the kernel's `Run /init` line.
+    pub to_init: Option<Duration>,
+}
+
+/// Errors that stop a run before it ends on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error("probing KVM: {0}")]
+    Probe(#[from] ProbeError),
+    #[error("the emu backend is not available yet: krr-emu cannot boot Linux in this build (issue 4)")]
+    EmuUnavailable,
+    #[error("vCPU {vcpu}: {msg}")]
+    Vcpu { vcpu: u32, msg: String },
+    #[error("cannot start vCPU threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// Choose the backend for `accel`; returns it and why.
+pub fn choose_accel(accel: Accel) -> (Accel, String, Option<crate::probe::KvmReport>) {
+    match accel {
+        Accel::Kvm => (Accel::Kvm, "requested with --accel kvm".into(), None),
+        Accel::Emu => (Accel::Emu, "requested with --accel emu".into(), None),
+        Accel::Auto => match probe_kvm() {
+            Ok(r) if r.runs_linux() => (
+                Accel::Kvm,
+                "KVM runs guest ring 0 natively and ring-3 SYSCALL enters ring 0".into(),
+                Some(r),
+            ),
+            Ok(r) => {
+                let why = if !r.ring0_native() {
+                    format!(
+                        "KVM emulates guest ring 0 ({:.0} ns per loop iteration vs {:.1} in ring 3)",
+                        r.ring0_ns_per_iter, r.ring3_ns_per_iter
+                    )
+                } else {
+                    "a ring-3 SYSCALL does not enter ring 0 under this host's KVM".into()
+                };
+                (Accel::Emu, why, Some(r))
+            }
+            Err(e) => (Accel::Emu, format!("KVM is not usable: {e}"), None),
+        },
+    }
+}
+
+/// Boot and run the guest until it ends.
+pub fn run(cfg: &VmConfig) -> Result<RunOutcome, VmError> {
+    let (accel, accel_why, report) = choose_accel(cfg.accel);
+    match accel {
+        Accel::Kvm => run_kvm(cfg, accel_why, report),
+        _ => Err(VmError::EmuUnavailable),
+    }
+}
+
+fn run_kvm(
+    cfg: &VmConfig,
+    accel_why: String,
+    report: Option<crate::probe::KvmReport>,
+) -> Result<RunOutcome, VmError> {
+    // Whether the guest's user space can run here decides what `Run /init` means; whether ring 0
+    // is emulated decides whether the kernel must skip its ring-0 int3 self-test, which KVM's
+    // instruction emulator cannot execute (guest/patches).
+    let report = match report {
+        Some(r) => Some(r),
+        None => probe_kvm().ok(),
+    };
+    let user_space_ok = report.as_ref().is_none_or(|r| r.syscall_enters_ring0);
+    let mut cmdline = cfg.cmdline.clone();
+    if report.as_ref().is_some_and(|r| !r.ring0_native()) {
+        cmdline = match cmdline.split_once(" -- ") {
+            Some((kernel, init)) => format!("{kernel} krr.no_int3_selftest -- {init}"),
+            None => format!("{cmdline} krr.no_int3_selftest"),
+        };
+    }
+    let start = Instant::now();
+    let boot = BootConfig {
+        vmlinux: &cfg.vmlinux,
+        initrd: cfg.initrd.as_deref(),
+        cmdline: &cmdline,
+        mem_bytes: cfg.mem_bytes,
+        vcpus: cfg.vcpus,
+        reserved: Vec::new(),
+    };
+    let plan = plan(&boot)?;
+    let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
+    let console = Console::new(cfg.echo);
+    let devices = Arc::new(Mutex::new(Devices::new(console.clone(), irq_sink(&vm))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = channel();
+    let handles = vm.start(devices, stop.clone(), tx).map_err(VmError::Threads)?;
+
+    let mut to_init = None;
+    let mut seen_events = 0;
+    let result = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok((_, VcpuStop::Exit(code))) => break Ok(ExitReason::Exited(code)),
+            Ok((_, VcpuStop::Reset | VcpuStop::Shutdown)) => break Ok(ExitReason::Reset),
+            Ok((vcpu, VcpuStop::Failed(msg))) => break Err(VmError::Vcpu { vcpu, msg }),
+            Ok((_, VcpuStop::Kicked)) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break Ok(ExitReason::Reset),
+        }
+        let events = console.events();
+        let mut end = None;
+        for ev in &events[seen_events..] {
+            match ev {
+                ConsoleEvent::Panic(line) => end = Some(ExitReason::Panic(line.clone())),
+                ConsoleEvent::RunInit => {
+                    to_init.get_or_insert(start.elapsed());
+                    if !user_space_ok {
+                        end = Some(ExitReason::KvmCannotRunUserSpace);
+                    }
+                }
+            }
+        }
+        seen_events = events.len();
+        if let Some(r) = end {
+            break Ok(r);
+        }
+        if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
+            break Ok(ExitReason::Timeout);
+        }
+    };
+    stop.store(true, Ordering::Release);
+    for h in &handles {
+        kick::kick(h);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let reason = result?;
+    Ok(RunOutcome {
+        reason,
+        accel: Accel::Kvm,
+        accel_why,
+        console: console.bytes(),
+        elapsed: start.elapsed(),
+        to_init,
+    })
+}
