@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod cpuid;
 pub mod devices;
+pub mod emu;
 pub mod kvm;
 pub mod layout;
 pub mod probe;

@@ -6,8 +6,9 @@ use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::boot::{plan, BootConfig, BootError};
-use crate::devices::{Console, ConsoleEvent, Devices};
+use crate::boot::{plan, BootConfig, BootError, BootPlan};
+use crate::devices::{Console, ConsoleEvent, Devices, Echo};
+use crate::emu::{emu_irq_sink, EmuStop, EmuVm};
 use crate::kvm::{irq_sink, kick, KvmError, KvmVm, VcpuStop};
 use crate::probe::{probe_kvm, ProbeError};
 
@@ -39,8 +40,8 @@ pub struct VmConfig {
     pub vmlinux: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
-    /// Copy the guest console to stdout while it runs.
-    pub echo: bool,
+    /// What of the guest console to copy to stdout while it runs.
+    pub echo: Echo,
     /// Give up after this long.
     pub timeout: Option<Duration>,
 }
@@ -72,6 +73,8 @@ pub struct RunOutcome {
     pub elapsed: Duration,
     /// Time from start to the kernel's `Run /init` line.
     pub to_init: Option<Duration>,
+    /// Guest instructions executed (emu backend; 0 on kvm, which cannot count them).
+    pub instructions: u64,
 }
 
 /// Errors that stop a run before it ends on its own.
@@ -83,8 +86,8 @@ pub enum VmError {
     Kvm(#[from] KvmError),
     #[error("probing KVM: {0}")]
     Probe(#[from] ProbeError),
-    #[error("the emu backend is not available yet: krr-emu cannot boot Linux in this build (issue 4)")]
-    EmuUnavailable,
+    #[error("emu backend: {0}")]
+    Emu(String),
     #[error("vCPU {vcpu}: {msg}")]
     Vcpu { vcpu: u32, msg: String },
     #[error("cannot start vCPU threads: {0}")]
@@ -123,8 +126,99 @@ pub fn run(cfg: &VmConfig) -> Result<RunOutcome, VmError> {
     let (accel, accel_why, report) = choose_accel(cfg.accel);
     match accel {
         Accel::Kvm => run_kvm(cfg, accel_why, report),
-        _ => Err(VmError::EmuUnavailable),
+        _ => run_emu(cfg, accel_why),
     }
+}
+
+fn boot_plan(cfg: &VmConfig, cmdline: &str) -> Result<BootPlan, BootError> {
+    plan(&BootConfig {
+        vmlinux: &cfg.vmlinux,
+        initrd: cfg.initrd.as_deref(),
+        cmdline,
+        mem_bytes: cfg.mem_bytes,
+        vcpus: cfg.vcpus,
+        reserved: Vec::new(),
+    })
+}
+
+/// Follows the console for the lines that end a run.
+struct ConsoleWatch {
+    start: Instant,
+    seen: usize,
+    to_init: Option<Duration>,
+    /// `Run /init` ends the run (the backend cannot run user space).
+    stop_at_init: bool,
+}
+
+impl ConsoleWatch {
+    fn new(stop_at_init: bool) -> Self {
+        ConsoleWatch { start: Instant::now(), seen: 0, to_init: None, stop_at_init }
+    }
+
+    /// The reason to stop, if the console has shown one since the last call.
+    fn check(&mut self, console: &Console) -> Option<ExitReason> {
+        let events = console.events();
+        let mut end = None;
+        for ev in &events[self.seen..] {
+            match ev {
+                ConsoleEvent::Panic(line) => end = Some(ExitReason::Panic(line.clone())),
+                ConsoleEvent::RunInit => {
+                    self.to_init.get_or_insert(self.start.elapsed());
+                    if self.stop_at_init && end.is_none() {
+                        end = Some(ExitReason::KvmCannotRunUserSpace);
+                    }
+                }
+            }
+        }
+        self.seen = events.len();
+        end
+    }
+}
+
+/// Instructions the emulated machine runs between looks at the console and the clock.
+const EMU_SLICE: u64 = 2_000_000;
+
+fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
+    let start = Instant::now();
+    let plan = boot_plan(cfg, &cfg.cmdline)?;
+    let console = Console::new(cfg.echo);
+    let (sink, queue) = emu_irq_sink();
+    let devices = Devices::new(console.clone(), sink);
+    let mut vm = EmuVm::new(cfg.mem_bytes, cfg.vcpus, &plan, devices, queue).map_err(VmError::Emu)?;
+    let mut watch = ConsoleWatch::new(false);
+    let reason = loop {
+        let stop = vm.run_for(EMU_SLICE);
+        if let Some(r) = watch.check(&console) {
+            break r;
+        }
+        match stop {
+            EmuStop::Budget => {}
+            EmuStop::Exit(code) => break ExitReason::Exited(code),
+            EmuStop::Reset => break ExitReason::Reset,
+            EmuStop::TripleFault(msg) => {
+                return Err(VmError::Vcpu { vcpu: 0, msg: format!("triple fault: {msg}") })
+            }
+            EmuStop::Deadlock => {
+                return Err(VmError::Vcpu {
+                    vcpu: 0,
+                    msg: "every vCPU is halted and no timer is armed".into(),
+                })
+            }
+            EmuStop::Failed(msg) => return Err(VmError::Emu(msg)),
+        }
+        if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
+            break ExitReason::Timeout;
+        }
+    };
+    Ok(RunOutcome {
+        reason,
+        accel: Accel::Emu,
+        accel_why,
+        console: console.bytes(),
+        elapsed: start.elapsed(),
+        to_init: watch.to_init,
+        instructions: vm.instructions,
+    })
 }
 
 fn run_kvm(
@@ -148,15 +242,7 @@ fn run_kvm(
         };
     }
     let start = Instant::now();
-    let boot = BootConfig {
-        vmlinux: &cfg.vmlinux,
-        initrd: cfg.initrd.as_deref(),
-        cmdline: &cmdline,
-        mem_bytes: cfg.mem_bytes,
-        vcpus: cfg.vcpus,
-        reserved: Vec::new(),
-    };
-    let plan = plan(&boot)?;
+    let plan = boot_plan(cfg, &cmdline)?;
     let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
     let console = Console::new(cfg.echo);
     let devices = Arc::new(Mutex::new(Devices::new(console.clone(), irq_sink(&vm))));
@@ -164,8 +250,7 @@ fn run_kvm(
     let (tx, rx) = channel();
     let handles = vm.start(devices, stop.clone(), tx).map_err(VmError::Threads)?;
 
-    let mut to_init = None;
-    let mut seen_events = 0;
+    let mut watch = ConsoleWatch::new(!user_space_ok);
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok((_, VcpuStop::Exit(code))) => break Ok(ExitReason::Exited(code)),
@@ -174,21 +259,7 @@ fn run_kvm(
             Ok((_, VcpuStop::Kicked)) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(ExitReason::Reset),
         }
-        let events = console.events();
-        let mut end = None;
-        for ev in &events[seen_events..] {
-            match ev {
-                ConsoleEvent::Panic(line) => end = Some(ExitReason::Panic(line.clone())),
-                ConsoleEvent::RunInit => {
-                    to_init.get_or_insert(start.elapsed());
-                    if !user_space_ok {
-                        end = Some(ExitReason::KvmCannotRunUserSpace);
-                    }
-                }
-            }
-        }
-        seen_events = events.len();
-        if let Some(r) = end {
+        if let Some(r) = watch.check(&console) {
             break Ok(r);
         }
         if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
@@ -209,6 +280,7 @@ fn run_kvm(
         accel_why,
         console: console.bytes(),
         elapsed: start.elapsed(),
-        to_init,
+        to_init: watch.to_init,
+        instructions: 0,
     })
 }

@@ -22,13 +22,13 @@ enum Command {
     /// Build the instrumented guest kernel and initramfs (cached outside the repository).
     Guest(cmd::guest::GuestArgs),
     /// Report what this host offers: KVM usable for Linux guests? PMU? emulator speed.
-    Doctor(cmd::unimplemented::Args),
+    Doctor(cmd::doctor::DoctorArgs),
     /// Boot a guest, record its kernel's inputs into a trace directory.
     Record(cmd::unimplemented::Args),
     /// Re-execute a recorded kernel in the emulator and verify it.
     Replay(cmd::unimplemented::Args),
     /// Boot a guest and run a workload without recording (the native baseline).
-    Run(cmd::unimplemented::Args),
+    Run(cmd::run::RunArgs),
     /// Print the events, console lines and statistics of a trace.
     Dump(cmd::dump::DumpArgs),
     /// Report which instructions of a vmlinux or ELF program krr-emu implements.
@@ -39,10 +39,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guest(args) => cmd::guest::run(args),
-        Command::Doctor(args) => cmd::unimplemented::run("doctor", 4, args),
+        Command::Doctor(args) => cmd::doctor::run(args),
         Command::Record(args) => cmd::unimplemented::run("record", 5, args),
         Command::Replay(args) => cmd::unimplemented::run("replay", 6, args),
-        Command::Run(args) => cmd::unimplemented::run("run", 4, args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Dump(args) => cmd::dump::run(args),
         Command::EmuCoverage(args) => cmd::emu_coverage::run(args),
     };

@@ -13,12 +13,24 @@ pub enum ConsoleEvent {
     RunInit,
 }
 
+/// What of the guest's output to copy to this process's stdout as it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Echo {
+    #[default]
+    Nothing,
+    Everything,
+    /// Only what follows the kernel's `Run /init` line (the workload's output and later kernel
+    /// messages such as a panic), not the boot log.
+    AfterInit,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     bytes: Vec<u8>,
     line_start: usize,
     events: Vec<ConsoleEvent>,
-    echo: bool,
+    echo: Echo,
+    init_seen: bool,
 }
 
 /// Shared console state (cloned into the UART and read by the VMM).
@@ -26,8 +38,8 @@ struct Inner {
 pub struct Console(Arc<Mutex<Inner>>);
 
 impl Console {
-    /// `echo`: copy the guest's output to this process's stdout as it arrives.
-    pub fn new(echo: bool) -> Self {
+    /// A console that copies the guest's output to stdout as `echo` says.
+    pub fn new(echo: Echo) -> Self {
         Console(Arc::new(Mutex::new(Inner { echo, ..Inner::default() })))
     }
 
@@ -39,13 +51,12 @@ impl Console {
     /// Append guest output.
     pub fn push(&self, buf: &[u8]) {
         let mut c = self.lock();
-        if c.echo {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(buf);
-            let _ = out.flush();
-        }
+        let mut out = std::io::stdout().lock();
         for &b in buf {
             c.bytes.push(b);
+            if c.echo == Echo::Everything || (c.echo == Echo::AfterInit && c.init_seen) {
+                let _ = out.write_all(&[b]);
+            }
             if b == b'\n' {
                 let start = c.line_start;
                 let line = String::from_utf8_lossy(&c.bytes[start..]).into_owned();
@@ -54,8 +65,12 @@ impl Console {
                     c.events.push(ConsoleEvent::Panic(line[i..].trim_end().to_string()));
                 } else if line.contains("Run /init as init process") {
                     c.events.push(ConsoleEvent::RunInit);
+                    c.init_seen = true;
                 }
             }
+        }
+        if c.echo != Echo::Nothing {
+            let _ = out.flush();
         }
     }
 
@@ -85,7 +100,7 @@ mod tests {
 
     #[test]
     fn watches_lines() {
-        let c = Console::new(false);
+        let c = Console::new(Echo::Nothing);
         c.push(b"[    1.0] Run /init as init process\n[    2.0] Kernel pa");
         c.push(b"nic - not syncing: sysrq triggered crash\r\n");
         assert_eq!(

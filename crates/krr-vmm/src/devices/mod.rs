@@ -9,7 +9,7 @@ mod serial;
 
 use std::sync::Arc;
 
-pub use console::{Console, ConsoleEvent};
+pub use console::{Console, ConsoleEvent, Echo};
 pub use serial::SerialPort;
 
 /// Port the guest's init writes its exit status to (QEMU's isa-debug-exit uses the same port).
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn ports() {
         let irq = Arc::new(CountIrq::default());
-        let console = Console::new(false);
+        let console = Console::new(Echo::Nothing);
         let mut d = Devices::new(console.clone(), irq.clone());
         for b in b"hi\n" {
             assert_eq!(d.io_out(COM1_BASE, 1, *b as u32), PortAction::Continue);

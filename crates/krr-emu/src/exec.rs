@@ -1,0 +1,530 @@
+//! The execution loop: fetch through the TLB, decode (with a per-CPU decoded-instruction cache
+//! keyed by physical address), dispatch, count, and deliver events at instruction boundaries.
+
+use std::fmt;
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+
+use crate::cpu::{flags, Cpu, Mode, SegReg};
+use crate::error::{vector, EmuError, ExResult, Exception, Fault};
+use crate::exceptions::EventKind;
+use crate::insn::{self, Decoded, Handler};
+use crate::memory::GuestMemory;
+use crate::paging::{Access, Priv};
+use crate::platform::Platform;
+
+/// What one `Cpu::step` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEvent {
+    /// An instruction retired (`icount` went up by one). Software interrupts, SYSCALL and
+    /// similar retire too.
+    Retired,
+    /// An exception raised by the instruction at RIP was delivered through the IDT; the
+    /// instruction did not retire. A REP string instruction stopped between iterations by an
+    /// interrupt is also reported as `Retired`=no: see `Interrupted`.
+    Exception {
+        /// Vector delivered (8 for a double fault).
+        vector: u8,
+    },
+    /// An external interrupt was accepted and delivered.
+    Interrupt {
+        /// The vector.
+        vector: u8,
+    },
+    /// A REP string instruction executed some iterations and stopped for a pending interrupt;
+    /// RIP stays on it with RCX/RSI/RDI updated. Not retired.
+    Interrupted,
+    /// The CPU is halted and no interrupt is pending; nothing happened.
+    Halted,
+}
+
+/// Why `Cpu::run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunExit {
+    /// The requested number of instructions retired.
+    Limit,
+    /// The stop predicate returned true (checked before every step).
+    Stopped,
+    /// The CPU is halted with no pending interrupt.
+    Halted,
+}
+
+/// log2 of the number of decode cache slots.
+const CACHE_BITS: u32 = 16;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// (physical address << 2) | mode, or u64::MAX.
+    tag: u64,
+    /// Linear RIP the instruction was decoded at (branch targets depend on it).
+    rip: u64,
+    d: Decoded,
+    handler: Handler,
+}
+
+/// Decoded-instruction cache; direct mapped by physical address so the slots of one physical
+/// page are contiguous and a code-page write invalidates them with one short scan.
+pub(crate) struct DecodeCache {
+    slots: Vec<Slot>,
+    epoch: u64,
+    enabled: bool,
+    scratch: Vec<u64>,
+    /// Lookups that hit (statistics).
+    pub(crate) hits: u64,
+    /// Lookups that decoded.
+    pub(crate) misses: u64,
+}
+
+impl Default for DecodeCache {
+    fn default() -> Self {
+        DecodeCache { slots: Vec::new(), epoch: 0, enabled: true, scratch: Vec::new(), hits: 0, misses: 0 }
+    }
+}
+
+impl Clone for DecodeCache {
+    /// A clone starts empty: decodes are not state, and copying megabytes per snapshot is waste.
+    fn clone(&self) -> Self {
+        DecodeCache { enabled: self.enabled, ..Default::default() }
+    }
+}
+
+impl fmt::Debug for DecodeCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecodeCache")
+            .field("enabled", &self.enabled)
+            .field("hits", &self.hits)
+            .field("misses", &self.misses)
+            .finish()
+    }
+}
+
+fn empty_slot() -> Slot {
+    Slot { tag: u64::MAX, rip: 0, d: Decoded::new(Instruction::new()), handler: insn::unimplemented_handler }
+}
+
+impl DecodeCache {
+    pub(crate) fn flush(&mut self) {
+        for s in &mut self.slots {
+            s.tag = u64::MAX;
+        }
+    }
+
+    fn invalidate_page(&mut self, pfn: u64) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let start = ((pfn << 12) as usize) & (CACHE_SLOTS - 1);
+        for s in &mut self.slots[start..start + 4096] {
+            if s.tag != u64::MAX && s.tag >> 14 == pfn {
+                s.tag = u64::MAX;
+            }
+        }
+    }
+
+    fn sync(&mut self, mem: &dyn GuestMemory, epoch: u64) {
+        let mut pages = std::mem::take(&mut self.scratch);
+        pages.clear();
+        if mem.code_pages_written_since(self.epoch, &mut pages) {
+            for &p in &pages {
+                self.invalidate_page(p);
+            }
+        } else {
+            self.flush();
+        }
+        self.scratch = pages;
+        self.epoch = epoch;
+    }
+}
+
+/// One instruction's view of the machine: the CPU plus the memory and platform it runs on.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cpu: &'a mut Cpu,
+    pub(crate) mem: &'a mut dyn GuestMemory,
+    pub(crate) plat: &'a mut dyn Platform,
+    /// RIP of the instruction being executed.
+    pub(crate) start_rip: u64,
+    /// Set by REP string instructions that stopped early for a pending interrupt.
+    pub(crate) rep_interrupted: bool,
+}
+
+impl Cpu {
+    /// Executes exactly one instruction, or delivers one pending event (#DB trap, external
+    /// interrupt). Exceptions raised by the instruction are delivered through the IDT before
+    /// returning.
+    pub fn step(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        plat: &mut dyn Platform,
+    ) -> Result<StepEvent, EmuError> {
+        let mut cache = std::mem::take(&mut self.cache);
+        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false };
+        let r = ctx.step(&mut cache);
+        self.cache = cache;
+        r
+    }
+
+    /// Steps until `max_instructions` more instructions have retired, `stop(cpu)` returns true
+    /// (asked before every step, so at instruction boundaries), or the CPU halts with nothing
+    /// pending.
+    pub fn run(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        plat: &mut dyn Platform,
+        max_instructions: u64,
+        mut stop: impl FnMut(&Cpu) -> bool,
+    ) -> Result<RunExit, EmuError> {
+        let target = self.icount.saturating_add(max_instructions);
+        let mut cache = std::mem::take(&mut self.cache);
+        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false };
+        let r = loop {
+            if ctx.cpu.icount >= target {
+                break Ok(RunExit::Limit);
+            }
+            if stop(ctx.cpu) {
+                break Ok(RunExit::Stopped);
+            }
+            match ctx.step(&mut cache) {
+                Ok(StepEvent::Halted) => break Ok(RunExit::Halted),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.cache = cache;
+        r
+    }
+
+    /// Turns the decoded-instruction cache on or off (off: every step decodes; for benchmarks
+    /// and for cross-checking the cache).
+    pub fn set_decode_cache(&mut self, enabled: bool) {
+        self.cache.enabled = enabled;
+        self.cache.flush();
+        if !enabled {
+            self.cache.slots = Vec::new();
+        }
+    }
+
+    /// (hits, misses) of the decode cache.
+    pub fn decode_cache_stats(&self) -> (u64, u64) {
+        (self.cache.hits, self.cache.misses)
+    }
+
+    /// Number of valid TLB entries (for tests and diagnostics).
+    pub fn tlb_entries(&self) -> usize {
+        self.tlb.len()
+    }
+
+    /// True if an external interrupt would be accepted at the next boundary.
+    pub fn interrupt_window_open(&self) -> bool {
+        self.rflags & flags::IF != 0 && !self.interrupt_shadow
+    }
+
+    /// Decoder bitness for the current mode.
+    pub(crate) fn bitness(&self) -> u32 {
+        match self.mode() {
+            Mode::Long64 => 64,
+            Mode::Protected32 => 32,
+            Mode::Real | Mode::Protected16 => 16,
+        }
+    }
+}
+
+/// Result of a fetch: a slot of the decode cache, or a one-off decode.
+enum Fetched {
+    Cached(usize),
+    Local(Box<(Decoded, Handler)>),
+}
+
+impl Ctx<'_> {
+    #[inline(always)]
+    pub(crate) fn step(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
+        let epoch = self.mem.code_epoch();
+        if epoch != cache.epoch {
+            cache.sync(&*self.mem, epoch);
+        }
+        self.start_rip = self.cpu.rip;
+        if self.cpu.pending_db
+            || self.cpu.nmi_pending
+            || self.cpu.halted
+            || self.cpu.interrupt_shadow
+            || self.cpu.rflags & flags::IF != 0
+        {
+            if let Some(ev) = self.events()? {
+                return Ok(ev);
+            }
+        }
+        let tf = self.cpu.rflags & flags::TF != 0;
+        let fetched = match self.fetch(cache) {
+            Ok(x) => x,
+            Err(f) => return self.fault(f),
+        };
+        let (instr, handler) = match &fetched {
+            Fetched::Cached(idx) => {
+                let s = &cache.slots[*idx];
+                (&s.d, s.handler)
+            }
+            Fetched::Local(b) => (&b.0, b.1),
+        };
+        let next = instr.next_ip();
+        self.cpu.rip = match instr.code_size() {
+            iced_x86::CodeSize::Code64 => next,
+            iced_x86::CodeSize::Code16 => next & 0xffff,
+            _ => next & 0xffff_ffff,
+        };
+        self.rep_interrupted = false;
+        match handler(self, instr) {
+            Ok(()) => {
+                if self.rep_interrupted {
+                    return Ok(StepEvent::Interrupted);
+                }
+                self.cpu.icount += 1;
+                self.cpu.rflags &= !flags::RF;
+                if tf {
+                    self.cpu.pending_db = true;
+                }
+                Ok(StepEvent::Retired)
+            }
+            Err(f) => self.fault(f),
+        }
+    }
+
+    /// Pending #DB trap, external interrupt, halt: `Some` if the step is used up by it.
+    #[inline(never)]
+    fn events(&mut self) -> Result<Option<StepEvent>, EmuError> {
+        if self.cpu.pending_db {
+            self.cpu.pending_db = false;
+            self.cpu.dr[6] |= 1 << 14;
+            self.raise(Exception::new(vector::DB), EventKind::Trap, self.cpu.rip)?;
+            return Ok(Some(StepEvent::Exception { vector: vector::DB }));
+        }
+        let shadow = std::mem::take(&mut self.cpu.interrupt_shadow);
+        if self.cpu.nmi_pending && !self.cpu.nmi_blocked && !shadow {
+            self.cpu.nmi_pending = false;
+            self.cpu.halted = false;
+            self.raise(Exception::new(vector::NMI), EventKind::External, self.cpu.rip)?;
+            self.cpu.nmi_blocked = true;
+            return Ok(Some(StepEvent::Interrupt { vector: vector::NMI }));
+        }
+        if !shadow && self.cpu.rflags & flags::IF != 0 && self.plat.interrupt_pending() {
+            if let Some(v) = self.plat.acknowledge_interrupt()? {
+                self.cpu.halted = false;
+                self.raise(Exception::new(v), EventKind::External, self.cpu.rip)?;
+                return Ok(Some(StepEvent::Interrupt { vector: v }));
+            }
+        }
+        if self.cpu.halted {
+            return Ok(Some(StepEvent::Halted));
+        }
+        Ok(None)
+    }
+
+    #[inline(never)]
+    fn fault(&mut self, f: Fault) -> Result<StepEvent, EmuError> {
+        self.cpu.rip = self.start_rip;
+        match f {
+            Fault::Exc(e) => {
+                let v = self.raise(e, EventKind::Fault, self.start_rip)?;
+                Ok(StepEvent::Exception { vector: v })
+            }
+            Fault::Err(e) => Err(*e),
+        }
+    }
+
+    /// Fetches the instruction at CS:RIP from the decode cache, decoding on a miss.
+    #[inline]
+    fn fetch(&mut self, cache: &mut DecodeCache) -> ExResult<Fetched> {
+        let long = self.cpu.efer & crate::cpu::cr::EFER_LMA != 0 && self.cpu.seg[SegReg::Cs as usize].l;
+        let rip = self.cpu.rip;
+        let lin =
+            if long { rip } else { self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip) & 0xffff_ffff };
+        let user = self.cpu.cpl() == 3;
+        let prv = if user { Priv::User } else { Priv::Sup };
+        let key = (lin >> 12) | (u64::from(user) << 63);
+        let phys = if self.cpu.tlb.fetch.0 == key {
+            self.cpu.tlb.fetch.1 | (lin & 0xfff)
+        } else {
+            let p = self.translate(lin, Access::Exec, prv)?;
+            self.cpu.tlb.fetch = (key, p & !0xfff);
+            p
+        };
+        let mode = if long { Mode::Long64 } else { self.cpu.mode() };
+        let tag = (phys << 2) | mode as u64;
+        let idx = (phys as usize) & (CACHE_SLOTS - 1);
+        if let Some(s) = cache.slots.get(idx) {
+            if s.tag == tag && s.rip == rip {
+                cache.hits += 1;
+                return Ok(Fetched::Cached(idx));
+            }
+        }
+        self.decode_slow(cache, lin, phys, tag, idx, prv)
+    }
+
+    #[inline(never)]
+    fn decode_slow(
+        &mut self,
+        cache: &mut DecodeCache,
+        lin: u64,
+        phys: u64,
+        tag: u64,
+        idx: usize,
+        prv: Priv,
+    ) -> ExResult<Fetched> {
+        let rip = self.cpu.rip;
+        cache.misses += 1;
+        let bitness = self.cpu.bitness();
+        let mut bytes = [0u8; 15];
+        let first = (4096 - (lin & 0xfff) as usize).min(15);
+        self.phys_read(phys, &mut bytes[..first])?;
+        let mut instr = Instruction::default();
+        let mut dec = Decoder::with_ip(bitness, &bytes[..first], rip, DecoderOptions::NONE);
+        dec.decode_out(&mut instr);
+        let mut cacheable = self.mem.read(phys, &mut [0u8; 1]);
+        if instr.is_invalid() && dec.last_error() == DecoderError::NoMoreBytes && first < 15 {
+            // The instruction continues on the next page; only fetch it if it is needed.
+            let p2 = self.translate(lin.wrapping_add(first as u64), Access::Exec, prv)?;
+            self.phys_read(p2, &mut bytes[first..])?;
+            let mut dec = Decoder::with_ip(bitness, &bytes, rip, DecoderOptions::NONE);
+            dec.decode_out(&mut instr);
+            cacheable = false;
+        }
+        if instr.is_invalid() {
+            return Err(Exception::ud().into());
+        }
+        let d = Decoded::new(instr);
+        let handler = match insn::handler_for(instr.code()) {
+            Some(h) => insn::specialize(&d, h),
+            None => insn::unimplemented_handler,
+        };
+        if cacheable && cache.enabled {
+            if cache.slots.is_empty() {
+                cache.slots = vec![empty_slot(); CACHE_SLOTS];
+            }
+            cache.slots[idx] = Slot { tag, rip, d, handler };
+            self.mem.mark_code_page(phys >> 12);
+            return Ok(Fetched::Cached(idx));
+        }
+        Ok(Fetched::Local(Box::new((d, handler))))
+    }
+
+    /// The bytes of the current instruction (for error reports).
+    pub(crate) fn instr_bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mode = self.cpu.mode();
+        for i in 0..len as u64 {
+            let rip = self.start_rip.wrapping_add(i);
+            let lin = if mode == Mode::Long64 {
+                rip
+            } else {
+                self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip) & 0xffff_ffff
+            };
+            let mut b = [0u8];
+            if let Ok(p) = self.translate(lin, Access::Exec, Priv::Sup) {
+                if self.mem.read(p, &mut b) {
+                    out.push(b[0]);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::FlatMemory;
+    use crate::platform::SimplePlatform;
+    use crate::testutil::*;
+    use iced_x86::code_asm::*;
+
+    fn looping() -> (Cpu, FlatMemory) {
+        prepare(|a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.inc(rax)?;
+            a.add(rbx, 2)?;
+            a.jmp(top)?;
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn run_counts_exactly_and_stops_at_boundaries() {
+        let (mut cpu, mut mem) = looping();
+        let mut p = SimplePlatform::new();
+        assert_eq!(cpu.run(&mut mem, &mut p, 1000, |_| false).unwrap(), RunExit::Limit);
+        assert_eq!(cpu.icount, 1000);
+        // 1000 = 333 full iterations + inc: rax = 334, rbx = 666.
+        assert_eq!((cpu.gpr[0], cpu.gpr[3]), (334, 666));
+        let r = cpu.run(&mut mem, &mut p, 1_000_000, |c| c.gpr[3] == 1000).unwrap();
+        assert_eq!(r, RunExit::Stopped);
+        assert_eq!(cpu.gpr[3], 1000);
+        assert_eq!(cpu.rip, CODE + 7, "stopped right after the add");
+    }
+
+    #[test]
+    fn clone_and_snapshot_replay_identically() {
+        let (mut cpu, mut mem) = looping();
+        let mut p = SimplePlatform::new();
+        cpu.run(&mut mem, &mut p, 500, |_| false).unwrap();
+        let snap_cpu = cpu.clone();
+        let snap_mem = mem.snapshot();
+        cpu.run(&mut mem, &mut p, 777, |_| false).unwrap();
+        let (a_rax, a_rip) = (cpu.gpr[0], cpu.rip);
+        let mut cpu2 = snap_cpu;
+        let mut mem2 = mem.clone();
+        mem2.restore(&snap_mem);
+        cpu2.run(&mut mem2, &mut p, 777, |_| false).unwrap();
+        assert_eq!((cpu2.gpr[0], cpu2.rip, cpu2.icount), (a_rax, a_rip, cpu.icount));
+    }
+
+    #[test]
+    fn self_modifying_code_is_seen() {
+        // The loop body's `mov eax, imm32` is rewritten by the loop itself.
+        let (mut cpu, mut mem) = prepare(|a| {
+            let mut body = a.create_label();
+            a.mov(ecx, 3)?;
+            a.set_label(&mut body)?;
+            a.mov(eax, 1)?; // b8 01 00 00 00: the immediate is at body+1
+            a.add(ebx, eax)?;
+            a.lea(rdi, ptr(body))?;
+            a.inc(dword_ptr(rdi + 1))?;
+            a.dec(ecx)?;
+            a.jnz(body)?;
+            Ok(())
+        });
+        run_until_hlt(&mut cpu, &mut mem, &mut SimplePlatform::new());
+        assert_eq!(cpu.gpr[3], 1 + 2 + 3, "each pass sees the patched immediate");
+        let (_, misses) = cpu.decode_cache_stats();
+        assert!(misses >= 3 * 6, "every pass re-decodes the written page ({misses} misses)");
+    }
+
+    #[test]
+    fn unimplemented_instruction_is_a_precise_error() {
+        let (mut cpu, mut mem) = prepare(|a| {
+            a.nop()?;
+            a.xgetbv()?;
+            Ok(())
+        });
+        let r = cpu.run(&mut mem, &mut SimplePlatform::new(), 10, |_| false);
+        match r {
+            Err(EmuError::Unimplemented { rip, bytes, mnemonic }) => {
+                assert_eq!(rip, CODE + 1);
+                assert_eq!(bytes, vec![0x0f, 0x01, 0xd0]);
+                assert_eq!(mnemonic, "xgetbv");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cpu.rip, CODE + 1, "RIP stays on the instruction");
+        assert_eq!(cpu.icount, 1);
+    }
+
+    #[test]
+    fn invalid_opcode_is_ud_and_cache_off_matches() {
+        for cache in [true, false] {
+            let (mut cpu, mut mem) = prepare(|a| a.db(&[0x06])); // push es: invalid in 64-bit
+            cpu.set_decode_cache(cache);
+            run_until_hlt(&mut cpu, &mut mem, &mut SimplePlatform::new());
+            assert_eq!(cpu.gpr[15], 6);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Shifts and rotates: SHL/SAL/SHR/SAR/ROL/ROR/RCL/RCR/SHLD/SHRD.
+//!
+//! Counts are masked to 5 bits (6 for 64-bit operands); a masked count of 0 changes no flags
+//! (but still writes a 32-bit register, zero-extending it, as Intel does). Flags that the SDM
+//! leaves undefined follow what modern Intel cores produce: OF is computed with the count-1
+//! formula for every count, AF is cleared when flags are written.
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+
+use super::alu::szp;
+use super::{mask, sext, sign_bit, Decoded, Handler};
+use crate::cpu::flags::{CF, OF};
+use crate::error::ExResult;
+use crate::exec::Ctx;
+
+const SHL: u8 = 0;
+const SHR: u8 = 1;
+const SAR: u8 = 2;
+const ROL: u8 = 3;
+const ROR: u8 = 4;
+const RCL: u8 = 5;
+const RCR: u8 = 6;
+
+/// Count operand: CL or an immediate, or 1 for the D0/D1 forms (iced gives an immediate 1).
+fn count(ctx: &Ctx<'_>, i: &Instruction, n: u32) -> u64 {
+    match i.op_kind(n) {
+        OpKind::Register => ctx.reg(i.op_register(n)),
+        _ => i.immediate(n),
+    }
+}
+
+/// Computes (result, Some(status flags)) or (a, None) when flags stay.
+pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u64, Option<u64>) {
+    let bits = (size * 8) as u32;
+    let m = mask(size);
+    let a = a & m;
+    let c = (cnt & if size == 8 { 0x3f } else { 0x1f }) as u32;
+    if c == 0 {
+        return (a, None);
+    }
+    let msb = |v: u64| (v >> (bits - 1)) & 1;
+    match op {
+        SHL => {
+            let res = if c >= 64 { 0 } else { (a << c) & m };
+            let cf = if c > bits { 0 } else { (a >> (bits - c)) & 1 };
+            let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
+            if msb(res) ^ cf != 0 {
+                f |= OF;
+            }
+            (res, Some(f))
+        }
+        SHR => {
+            let res = if c >= 64 { 0 } else { a >> c };
+            let cf = if c > 64 { 0 } else { (a >> (c - 1)) & 1 };
+            let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
+            if ((res << 1) ^ res) >> (bits - 1) & 1 != 0 {
+                f |= OF;
+            }
+            (res, Some(f))
+        }
+        SAR => {
+            let s = sext(a, size) as i64;
+            let res = (s >> c.min(63)) as u64 & m;
+            let cf = ((s >> (c - 1).min(63)) & 1) as u64;
+            let f = szp(res, size) | if cf != 0 { CF } else { 0 };
+            (res, Some(f))
+        }
+        ROL | ROR => {
+            let r = c % bits;
+            let res = if r == 0 {
+                a
+            } else if op == ROL {
+                ((a << r) | (a >> (bits - r))) & m
+            } else {
+                ((a >> r) | (a << (bits - r))) & m
+            };
+            // Only CF and OF change.
+            let (cf, of) = if op == ROL {
+                let cf = res & 1;
+                (cf, msb(res) ^ cf)
+            } else {
+                (msb(res), ((res << 1) ^ res) >> (bits - 1) & 1)
+            };
+            (res, Some((if cf != 0 { CF } else { 0 }) | if of != 0 { OF } else { 0 }))
+        }
+        _ => {
+            // RCL/RCR rotate through CF: a (bits+1)-bit rotation.
+            let r = if size < 4 { c % (bits + 1) } else { c };
+            if r == 0 {
+                return (a, None);
+            }
+            let w = bits + 1;
+            let v = u128::from(a) | (u128::from(cf_in) << bits);
+            let wm = (1u128 << w) - 1;
+            let rot =
+                if op == RCL { ((v << r) | (v >> (w - r))) & wm } else { ((v >> r) | (v << (w - r))) & wm };
+            let res = (rot as u64) & m;
+            let cf = ((rot >> bits) & 1) as u64;
+            let of = if op == RCL { msb(res) ^ cf } else { ((res << 1) ^ res) >> (bits - 1) & 1 };
+            (res, Some((if cf != 0 { CF } else { 0 }) | if of != 0 { OF } else { 0 }))
+        }
+    }
+}
+
+fn shift<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    let size = ctx.op_size(i, 0);
+    let a = ctx.read_op_rmw(i, 0)?;
+    let c = count(ctx, i, 1);
+    let cf_in = ctx.cpu.rflags & CF != 0;
+    let (res, f) = shift_op(OP, a, c, cf_in, size);
+    ctx.write_op(i, 0, res)?;
+    if let Some(f) = f {
+        if OP >= ROL {
+            ctx.cpu.rflags = (ctx.cpu.rflags & !(CF | OF)) | f;
+        } else {
+            ctx.set_status(f);
+        }
+    }
+    Ok(())
+}
+
+/// SHLD/SHRD on a 3×size concatenation, which also gives Intel's results for 16-bit counts
+/// above 16.
+pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize) -> (u64, Option<u64>) {
+    let bits = (size * 8) as u32;
+    let m = mask(size);
+    let (dst, src) = (dst & m, src & m);
+    let c = (cnt & if size == 8 { 0x3f } else { 0x1f }) as u32;
+    if c == 0 {
+        return (dst, None);
+    }
+    let res;
+    let cf;
+    // 64-bit counts never exceed 63, so two words suffice there; 16-bit counts up to 31
+    // need the third word (which also fits: 3 × 32 < 128).
+    let words = if size == 8 { 2 } else { 3 };
+    let v = if words == 2 {
+        if left {
+            (u128::from(dst) << bits) | u128::from(src)
+        } else {
+            (u128::from(src) << bits) | u128::from(dst)
+        }
+    } else {
+        (u128::from(dst) << (2 * bits)) | (u128::from(src) << bits) | u128::from(dst)
+    };
+    let total = words * bits;
+    if left {
+        res = ((v << c) >> (total - bits)) as u64 & m;
+        cf = ((v >> (total - c)) & 1) as u64;
+    } else {
+        res = ((v >> c) as u64) & m;
+        cf = ((v >> (c - 1)) & 1) as u64;
+    }
+    let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
+    if (res ^ dst) & sign_bit(size) != 0 {
+        f |= OF;
+    }
+    (res, Some(f))
+}
+
+fn shld_shrd<const LEFT: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    let size = ctx.op_size(i, 0);
+    let a = ctx.read_op_rmw(i, 0)?;
+    let b = ctx.read_op(i, 1)?;
+    let c = count(ctx, i, 2);
+    let (res, f) = double_shift(LEFT, a, b, c, size);
+    ctx.write_op(i, 0, res)?;
+    if let Some(f) = f {
+        ctx.set_status(f);
+    }
+    Ok(())
+}
+
+/// Dispatch for this family.
+pub(crate) fn handler(_code: Code, m: Mnemonic) -> Option<Handler> {
+    Some(match m {
+        Mnemonic::Shl | Mnemonic::Sal => shift::<SHL>,
+        Mnemonic::Shr => shift::<SHR>,
+        Mnemonic::Sar => shift::<SAR>,
+        Mnemonic::Rol => shift::<ROL>,
+        Mnemonic::Ror => shift::<ROR>,
+        Mnemonic::Rcl => shift::<RCL>,
+        Mnemonic::Rcr => shift::<RCR>,
+        Mnemonic::Shld => shld_shrd::<true>,
+        Mnemonic::Shrd => shld_shrd::<false>,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::flags::{PF, SF, ZF};
+    use crate::testutil::*;
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn shift_counts_and_flags() {
+        assert_eq!(shift_op(SHL, 0x81, 1, false, 1), (0x02, Some(CF | OF)));
+        assert_eq!(shift_op(SHL, 0x81, 0, false, 1), (0x81, None));
+        assert_eq!(shift_op(SHL, 1, 32, false, 4), (1, None), "count masked to 0");
+        assert_eq!(shift_op(SHL, 1, 32, false, 8), (1 << 32, Some(PF)));
+        assert_eq!(shift_op(SHR, 0x80, 1, false, 1), (0x40, Some(OF)));
+        assert_eq!(shift_op(SAR, 0x80, 7, false, 1), (0xff, Some(SF | PF)));
+        assert_eq!(shift_op(SAR, 0x80, 31, false, 1), (0xff, Some(SF | PF | CF)));
+        assert_eq!(shift_op(SHL, 0xff, 9, false, 1), (0, Some(ZF | PF)));
+        assert_eq!(shift_op(ROL, 0x80, 1, false, 1), (0x01, Some(CF | OF)));
+        assert_eq!(shift_op(ROR, 0x01, 1, false, 1), (0x80, Some(CF | OF)));
+        assert_eq!(shift_op(RCL, 0x80, 1, false, 1), (0x00, Some(CF | OF)));
+        assert_eq!(shift_op(RCR, 0x00, 1, true, 1), (0x80, Some(OF)));
+        assert_eq!(shift_op(RCL, 0x12, 9, true, 1), (0x12, None), "rcl by 9 on a byte is identity");
+        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2), (0x234a, Some(CF)));
+        assert_eq!(double_shift(false, 0x1234, 0xabcd, 4, 2), (0xd123, Some(SF | OF)));
+    }
+
+    #[test]
+    fn shifts_in_program() {
+        let (cpu, _) = run_asm(|a| {
+            a.mov(eax, 1)?;
+            a.mov(cl, 65)?;
+            a.shl(rax, cl)?; // count 1
+            a.mov(rbx, 0xffff_ffff_0000_0001u64)?;
+            a.shl(ebx, 0)?; // zero-extends, flags unchanged
+            a.mov(rdx, 0x8000_0000_0000_0000u64)?;
+            a.sar(rdx, 63)?;
+            a.mov(rsi, 0x0123_4567_89ab_cdefu64)?;
+            a.rol(rsi, 8)?;
+            Ok(())
+        });
+        assert_eq!(cpu.gpr[0], 2);
+        assert_eq!(cpu.gpr[3], 1);
+        assert_eq!(cpu.gpr[2], u64::MAX);
+        assert_eq!(cpu.gpr[6], 0x2345_6789_abcd_ef01);
+    }
+
+    #[test]
+    fn memory_and_double_shifts() {
+        let (cpu, mem) = run_asm(|a| {
+            a.mov(rdi, DATA)?;
+            a.mov(qword_ptr(rdi), 0x81)?;
+            a.mov(cl, 4)?;
+            a.shl(qword_ptr(rdi), cl)?;
+            a.sar(byte_ptr(rdi), 1)?; // 0x10 -> 0x08
+            a.mov(rax, 0x1234_5678_9abc_def0u64)?;
+            a.mov(rdx, 0xffff_0000_0000_0000u64)?;
+            a.shld(rax, rdx, 16)?;
+            a.mov(ebx, 1)?;
+            a.stc()?;
+            a.rcr(ebx, 1)?; // 0x8000_0000, CF=1
+            a.setc(r8b)?;
+            Ok(())
+        });
+        assert_eq!(read_u64(&mem, DATA), 0x808);
+        assert_eq!(cpu.gpr[0], 0x5678_9abc_def0_ffff);
+        assert_eq!(cpu.gpr[3], 0x8000_0000);
+        assert_eq!(cpu.gpr[8] & 0xff, 1);
+    }
+}

@@ -1,0 +1,319 @@
+//! x87 subset: FNINIT, FNSTCW/FLDCW, FNSTSW, FNCLEX, FWAIT, EMMS, FXSAVE/FXRSTOR, and the
+//! data movement the C library uses (FLD m80/m64/ST(i), FILD, FLDZ/FLD1, FSTP m80/ST(i),
+//! FXCH, FFREE, FINCSTP/FDECSTP). No x87 arithmetic; stack faults are not modelled (a push
+//! onto a valid register overwrites it instead of raising the invalid-operation response).
+
+use iced_x86::{Code, Mnemonic, OpKind, Register};
+
+use super::sse::check_sse;
+use super::Decoded;
+use crate::cpu::cr;
+use crate::error::{vector, ExResult, Exception};
+use crate::exec::Ctx;
+
+/// #NM when CR0.EM or CR0.TS (x87 instructions).
+fn check_fpu(ctx: &Ctx<'_>) -> ExResult {
+    if ctx.cpu.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
+        return Err(Exception::new(vector::NM).into());
+    }
+    Ok(())
+}
+
+fn top(ctx: &Ctx<'_>) -> usize {
+    ctx.cpu.fpu_top()
+}
+
+fn set_top(ctx: &mut Ctx<'_>, t: usize) {
+    ctx.cpu.fpu.fsw = (ctx.cpu.fpu.fsw & !(7 << 11)) | (((t & 7) as u16) << 11);
+}
+
+fn st_index(r: Register) -> usize {
+    (r as usize).wrapping_sub(Register::ST0 as usize) & 7
+}
+
+/// Pushes an 80-bit value.
+fn push(ctx: &mut Ctx<'_>, v: [u8; 10]) {
+    let t = (top(ctx) + 7) & 7;
+    set_top(ctx, t);
+    ctx.cpu.fpu.st[t] = v;
+    ctx.cpu.fpu.ftw |= 1 << t;
+}
+
+/// Pops ST0, returning it.
+fn pop(ctx: &mut Ctx<'_>) -> [u8; 10] {
+    let t = top(ctx);
+    let v = ctx.cpu.fpu.st[t];
+    ctx.cpu.fpu.ftw &= !(1 << t);
+    set_top(ctx, (t + 1) & 7);
+    v
+}
+
+/// Exact conversion of an f64 bit pattern to 80-bit extended precision.
+pub(crate) fn f64_to_ext(bits: u64) -> [u8; 10] {
+    let sign = (bits >> 63) as u16;
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1 << 52) - 1);
+    let (e, m): (u16, u64) = if exp == 0 {
+        if frac == 0 {
+            (0, 0)
+        } else {
+            // Denormal: normalise.
+            let lz = frac.leading_zeros() as i32; // >= 12
+            let m = frac << lz;
+            let e = 1 - 1023 + 16383 - (lz - 11);
+            (e as u16, m)
+        }
+    } else if exp == 0x7ff {
+        (0x7fff, (1 << 63) | (frac << 11))
+    } else {
+        ((exp - 1023 + 16383) as u16, (1 << 63) | (frac << 11))
+    };
+    let mut out = [0u8; 10];
+    out[..8].copy_from_slice(&m.to_le_bytes());
+    out[8..].copy_from_slice(&(e | (sign << 15)).to_le_bytes());
+    out
+}
+
+/// Exact conversion of an integer to 80-bit extended precision.
+pub(crate) fn int_to_ext(v: i64) -> [u8; 10] {
+    if v == 0 {
+        return [0; 10];
+    }
+    let sign = u16::from(v < 0);
+    let mag = v.unsigned_abs();
+    let lz = mag.leading_zeros();
+    let m = mag << lz;
+    let e = 16383 + 63 - lz as u16;
+    let mut out = [0u8; 10];
+    out[..8].copy_from_slice(&m.to_le_bytes());
+    out[8..].copy_from_slice(&(e | (sign << 15)).to_le_bytes());
+    out
+}
+
+fn fninit(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let f = &mut ctx.cpu.fpu;
+    f.fcw = 0x037f;
+    f.fsw = 0;
+    f.ftw = 0;
+    f.fop = 0;
+    f.fip = 0;
+    f.fdp = 0;
+    Ok(())
+}
+
+fn fnstcw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let v = u64::from(ctx.cpu.fpu.fcw);
+    ctx.write_op(i, 0, v)
+}
+
+fn fldcw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let v = ctx.read_op(i, 0)? as u16;
+    ctx.cpu.fpu.fcw = v | 0x40;
+    Ok(())
+}
+
+fn fnstsw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let v = u64::from(ctx.cpu.fpu.fsw);
+    if i.op_kind(0) == OpKind::Register {
+        ctx.set_reg(Register::AX, v);
+        Ok(())
+    } else {
+        ctx.write_op(i, 0, v)
+    }
+}
+
+fn fnclex(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    ctx.cpu.fpu.fsw &= !0x80ff;
+    Ok(())
+}
+
+fn fwait(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
+    if ctx.cpu.cr0 & cr::CR0_TS != 0 && ctx.cpu.cr0 & cr::CR0_MP != 0 {
+        return Err(Exception::new(vector::NM).into());
+    }
+    // Pending unmasked x87 exceptions (#MF) are not modelled: no arithmetic raises them.
+    Ok(())
+}
+
+fn emms(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    ctx.cpu.fpu.ftw = 0;
+    Ok(())
+}
+
+fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let v = match i.code() {
+        Code::Fld_sti => ctx.cpu.fpu.st[(top(ctx) + st_index(i.op_register(0))) & 7],
+        Code::Fld1 => int_to_ext(1),
+        Code::Fldz => [0; 10],
+        Code::Fld_m64fp => f64_to_ext(ctx.read_op(i, 0)?),
+        Code::Fld_m32fp => f64_to_ext(f64::from(f32::from_bits(ctx.read_op(i, 0)? as u32)).to_bits()),
+        Code::Fild_m16int => int_to_ext(i64::from(ctx.read_op(i, 0)? as i16)),
+        Code::Fild_m32int => int_to_ext(i64::from(ctx.read_op(i, 0)? as i32)),
+        Code::Fild_m64int => int_to_ext(ctx.read_op(i, 0)? as i64),
+        _ => {
+            let ea = ctx.ea(i);
+            let seg = ctx.mseg(i);
+            let mut b = [0u8; 10];
+            ctx.read_bytes(seg, ea, &mut b)?;
+            b
+        }
+    };
+    push(ctx, v);
+    Ok(())
+}
+
+fn fstp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let t = top(ctx);
+    let v = ctx.cpu.fpu.st[t];
+    let popping = i.mnemonic() == Mnemonic::Fstp;
+    if i.op_kind(0) == OpKind::Register {
+        let d = (t + st_index(i.op_register(0))) & 7;
+        ctx.cpu.fpu.st[d] = v;
+        ctx.cpu.fpu.ftw |= 1 << d;
+    } else {
+        let ea = ctx.ea(i);
+        let seg = ctx.mseg(i);
+        ctx.write_bytes(seg, ea, &v)?;
+    }
+    if popping {
+        pop(ctx);
+    }
+    Ok(())
+}
+
+fn fxch(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let t = top(ctx);
+    let j = (t + st_index(i.op_register(1))) & 7;
+    ctx.cpu.fpu.st.swap(t, j);
+    Ok(())
+}
+
+fn ffree(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let j = (top(ctx) + st_index(i.op_register(0))) & 7;
+    ctx.cpu.fpu.ftw &= !(1 << j);
+    if i.mnemonic() == Mnemonic::Ffreep {
+        pop(ctx);
+    }
+    Ok(())
+}
+
+fn fincdec(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let t = top(ctx);
+    set_top(ctx, if i.mnemonic() == Mnemonic::Fincstp { t + 1 } else { t + 7 });
+    Ok(())
+}
+
+/// FXSAVE/FXSAVE64: the legacy area through the XMM registers the mode has (bytes 416..511,
+/// reserved and available, are left untouched).
+fn fxsave(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let ea = ctx.ea(i);
+    if ea & 15 != 0 {
+        return Err(Exception::gp(0).into());
+    }
+    let img = ctx.cpu.fpu.to_fxsave();
+    let n = if ctx.long64() { 416 } else { 288 };
+    let seg = ctx.mseg(i);
+    let _ = check_sse;
+    ctx.write_bytes(seg, ea, &img[..n])
+}
+
+fn fxrstor(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_fpu(ctx)?;
+    let ea = ctx.ea(i);
+    if ea & 15 != 0 {
+        return Err(Exception::gp(0).into());
+    }
+    let seg = ctx.mseg(i);
+    let mut b = [0u8; 512];
+    ctx.read_bytes(seg, ea, &mut b[..416])?;
+    let n = if ctx.long64() { 16 } else { 8 };
+    if !ctx.cpu.fpu.load_fxsave(&b, n) {
+        return Err(Exception::gp(0).into());
+    }
+    Ok(())
+}
+
+/// Dispatch for this family.
+pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
+    use Mnemonic as M;
+    Some(match m {
+        M::Fninit => fninit,
+        M::Fnstcw => fnstcw,
+        M::Fldcw => fldcw,
+        M::Fnstsw => fnstsw,
+        M::Fnclex => fnclex,
+        M::Wait => fwait,
+        M::Emms => emms,
+        M::Fld | M::Fild | M::Fld1 | M::Fldz => fld,
+        M::Fstp | M::Fst if matches!(code, Code::Fstp_m80fp | Code::Fstp_sti | Code::Fst_sti) => fstp,
+        M::Fxch => fxch,
+        M::Ffree | M::Ffreep => ffree,
+        M::Fincstp | M::Fdecstp => fincdec,
+        M::Fxsave | M::Fxsave64 => fxsave,
+        M::Fxrstor | M::Fxrstor64 => fxrstor,
+        _ => return None,
+    })
+}
+
+use super::Handler;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn conversions_are_exact() {
+        // 1.0 = exponent 16383, mantissa 1 << 63.
+        let one = f64_to_ext(1.0f64.to_bits());
+        assert_eq!(one, int_to_ext(1));
+        assert_eq!(u16::from_le_bytes([one[8], one[9]]), 0x3fff);
+        let m = int_to_ext(-3);
+        assert_eq!(u16::from_le_bytes([m[8], m[9]]), 0xc000);
+        assert_eq!(u64::from_le_bytes(m[..8].try_into().unwrap()), 0xc000_0000_0000_0000);
+        let d = f64_to_ext(1); // smallest denormal = 2^-1074
+        assert_eq!(u16::from_le_bytes([d[8], d[9]]), (16383 - 1074) as u16);
+    }
+
+    #[test]
+    fn fxsave_fxrstor_round_trip() {
+        let (cpu, mem) = run_asm(|a| {
+            a.mov(rdi, DATA)?;
+            a.fninit()?;
+            a.fld1()?;
+            a.mov(eax, 0x1f00)?;
+            a.mov(dword_ptr(rdi + 0x300), eax)?;
+            a.ldmxcsr(dword_ptr(rdi + 0x300))?;
+            a.mov(eax, 7)?;
+            a.movd(xmm15, eax)?;
+            a.fxsave64(ptr(rdi))?;
+            a.fninit()?;
+            a.pxor(xmm15, xmm15)?;
+            a.fxrstor64(ptr(rdi))?;
+            a.fnstcw(word_ptr(rdi + 0x310))?;
+            a.fnstsw(ax)?;
+            Ok(())
+        });
+        assert_eq!(read_u64(&mem, DATA) & 0xffff, 0x37f);
+        assert_eq!(read_u64(&mem, DATA + 24) & 0xffff_ffff, 0x1f00);
+        assert_eq!(mem.dump(DATA + 32, 10).unwrap(), int_to_ext(1).to_vec(), "ST0 = 1.0");
+        assert_eq!(read_u64(&mem, DATA + 160 + 15 * 16), 7);
+        assert_eq!(cpu.fpu.xmm[15], 7);
+        assert_eq!(cpu.fpu.mxcsr, 0x1f00);
+        assert_eq!(cpu.fpu_top(), 7);
+        assert_eq!((cpu.gpr[0] >> 11) & 7, 7, "FNSTSW AX shows TOP");
+    }
+}
