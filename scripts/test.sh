@@ -13,6 +13,10 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "guest kernel and initramfs (cached; the end-to-end tests boot them)"
+KRR_GUEST_DIR="$(guest/build.sh | tail -n 1)"
+export KRR_GUEST_DIR
+
 step "cargo test"
 cargo test --workspace
 

@@ -346,6 +346,9 @@ impl Report {
                         m = format!("{m} {next}");
                     }
                 }
+                if let Some(i) = mnemonic.find(" (unsupported") {
+                    m.push_str(&mnemonic[i..]);
+                }
                 *self.unimplemented.entry(m).or_default() += 1;
             }
             Verdict::HostError(m) => {

@@ -246,13 +246,21 @@ fn muldiv() -> Vec<Case> {
             let c = code(&format!("{op}_rm{b}"));
             for (ia, &a) in edges(size).iter().enumerate() {
                 for (ib, &bv) in edges(size).iter().enumerate() {
-                    let mut k = base("muldiv", format!("{op}{b}/{ia}-{ib}"));
-                    k.gprs[RAX] = with_garbage(a, size);
-                    k.gprs[RCX] = with_garbage(bv, size);
-                    k.gprs[RDX] = 0x5a5a_5a5a_5a5a_5a5a;
-                    k.rflags = 0x202 | ZF | PF | AF;
-                    k.insns = vec![insn(c, &[reg(Register::RCX, size)])];
-                    v.push(k);
+                    // Two sets of incoming flags, to tell "left unchanged" from "computed".
+                    for (fi, fl) in [ZF | PF | AF, SF | CF | OF].into_iter().enumerate() {
+                        let name = if fi == 0 {
+                            format!("{op}{b}/{ia}-{ib}")
+                        } else {
+                            format!("{op}{b}/{ia}-{ib}-f{fi}")
+                        };
+                        let mut k = base("muldiv", name);
+                        k.gprs[RAX] = with_garbage(a, size);
+                        k.gprs[RCX] = with_garbage(bv, size);
+                        k.gprs[RDX] = 0x5a5a_5a5a_5a5a_5a5a;
+                        k.rflags = 0x202 | fl;
+                        k.insns = vec![insn(c, &[reg(Register::RCX, size)])];
+                        v.push(k);
+                    }
                 }
             }
         }

@@ -205,6 +205,18 @@ impl EmuRunner {
             Err(EmuError::Unimplemented { rip, bytes, mnemonic }) => {
                 return Err(Failure::Unimplemented { rip, mnemonic, bytes })
             }
+            // An explicit "this case is not modelled" (e.g. SSE arithmetic outside the default MXCSR):
+            // reported like an unimplemented instruction, with the reason.
+            Err(EmuError::Unsupported { rip, what }) => {
+                let bytes = self.mem.dump(rip, 15).unwrap_or_default();
+                let text = crate::gen::disasm(&bytes, rip);
+                let m = text.split_whitespace().next().unwrap_or("?").to_string();
+                return Err(Failure::Unimplemented {
+                    rip,
+                    mnemonic: format!("{m} (unsupported: {what})"),
+                    bytes,
+                });
+            }
             Err(e) => return Err(Failure::Other(format!("krr-emu: {e}"))),
             Ok(RunExit::Limit) => {
                 return Err(Failure::Other(format!(

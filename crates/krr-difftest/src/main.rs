@@ -238,7 +238,20 @@ fn main() -> ExitCode {
         }
     }
     if !report.unimplemented.is_empty() {
-        println!("unimplemented in krr-emu (cases): {}", fmt_map(&report.unimplemented));
+        let (unsup, unimpl): (BTreeMap<String, u64>, BTreeMap<String, u64>) = report
+            .unimplemented
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .partition(|(k, _)| k.contains("(unsupported"));
+        if !unimpl.is_empty() {
+            println!("unimplemented in krr-emu (cases): {}", fmt_map(&unimpl));
+        }
+        if !unsup.is_empty() {
+            println!("declared unsupported by krr-emu (cases):");
+            for (k, n) in &unsup {
+                println!("  {n:6}  {k}");
+            }
+        }
     }
     if !report.host_errors.is_empty() {
         println!("not compared (host limitation or KVM failure):");

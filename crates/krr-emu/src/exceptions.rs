@@ -176,7 +176,10 @@ impl Ctx<'_> {
         }
         push(ret_rip);
         push(u64::from(self.cpu.seg[SegReg::Cs as usize].selector));
-        push(self.cpu.rflags);
+        // Faults push RF=1 so IRET does not re-trigger an instruction breakpoint (SDM 17.3.1.1).
+        let saved_flags =
+            if kind == EventKind::Fault { self.cpu.rflags | flags::RF } else { self.cpu.rflags };
+        push(saved_flags);
         push(old_rsp);
         push(u64::from(old_ss.selector));
         let bytes_len = n * 8;
@@ -281,6 +284,7 @@ mod tests {
         assert_eq!(cpu.gpr[15], 13);
         assert_eq!(read_u64(&mem, cpu.gpr[4]), 0x81 * 8 + 2, "error code names the IDT entry");
         assert_eq!(read_u64(&mem, cpu.gpr[4] + 8), CODE, "fault returns to the INT");
+        assert_ne!(read_u64(&mem, cpu.gpr[4] + 24) & flags::RF, 0, "faults push RF=1");
     }
 
     #[test]

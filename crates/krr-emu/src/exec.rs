@@ -19,9 +19,8 @@ pub enum StepEvent {
     /// An instruction retired (`icount` went up by one). Software interrupts, SYSCALL and
     /// similar retire too.
     Retired,
-    /// An exception raised by the instruction at RIP was delivered through the IDT; the
-    /// instruction did not retire. A REP string instruction stopped between iterations by an
-    /// interrupt is also reported as `Retired`=no: see `Interrupted`.
+    /// An exception raised by the instruction at RIP (or a pending #DB trap) was delivered
+    /// through the IDT; the instruction did not retire.
     Exception {
         /// Vector delivered (8 for a double fault).
         vector: u8,
@@ -265,12 +264,7 @@ impl Ctx<'_> {
             }
             Fetched::Local(b) => (&b.0, b.1),
         };
-        let next = instr.next_ip();
-        self.cpu.rip = match instr.code_size() {
-            iced_x86::CodeSize::Code64 => next,
-            iced_x86::CodeSize::Code16 => next & 0xffff,
-            _ => next & 0xffff_ffff,
-        };
+        self.cpu.rip = instr.next;
         self.rep_interrupted = false;
         match handler(self, instr) {
             Ok(()) => {

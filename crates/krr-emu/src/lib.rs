@@ -45,10 +45,12 @@
 //!
 //! # Not implemented (stops with `EmuError::Unimplemented`/`Unsupported`, never skipped)
 //!
-//! AVX/AVX-512 and other VEX/EVEX encodings, SSE3+ (PALIGNR, PCMPISTRI, ...), SSE/x87
-//! floating-point arithmetic, MMX forms, XSAVE family, FSGSBASE instructions, MONITOR/MWAIT,
-//! task switches, call gates, virtual-8086 mode, interrupt delivery in 32-bit protected mode,
-//! legacy (non-long-mode) paging, hardware breakpoints (DR7 is stored, never armed).
+//! AVX/AVX-512 and other VEX/EVEX encodings, SSE3+ (PALIGNR, PCMPISTRI, ...), packed SSE
+//! floating point and SQRT, scalar SSE arithmetic outside the default MXCSR environment or
+//! with a possibly underflowing result, x87 arithmetic, MMX forms, XSAVE family, FSGSBASE
+//! instructions, MONITOR/MWAIT, task switches, call gates, virtual-8086 mode, interrupt
+//! delivery and IRET in 32-bit protected mode, legacy (non-long-mode) paging, hardware
+//! breakpoints (DR7 is stored, never armed), alignment checking (#AC).
 
 //! # Design
 //!

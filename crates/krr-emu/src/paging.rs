@@ -606,6 +606,70 @@ mod tests {
         assert_eq!(read_u64(&mem, PHYS_1 + 0xff8), 0, "nothing written to the first page");
     }
 
+    #[test]
+    fn large_pages_and_invlpg_of_any_fragment() {
+        // PML4[1] -> PDPT at 0x9000: entry 0 is a 1 GiB page at 0, entry 1 points to a PD at
+        // 0xa000 whose entry 0 is a 2 MiB page at 0x40_0000.
+        let base: u64 = 1 << 39;
+        let (mut cpu, mut mem) = prepare(|a| {
+            a.mov(rsi, base + 0x30_0000)?;
+            a.mov(rax, qword_ptr(rsi))?; // 1G page: phys 0x30_0000
+            a.mov(rdi, base + (1 << 30) + 0x1_2340)?;
+            a.mov(rbx, qword_ptr(rdi))?; // 2M page: phys 0x41_2340
+                                         // Repoint the 2M page to 0x60_0000 and flush through a different 4K fragment.
+            a.mov(rdx, 0x60_0000u64 | 0x83)?;
+            a.mov(rcx, 0xa000u64)?;
+            a.mov(qword_ptr(rcx), rdx)?;
+            a.mov(r8, qword_ptr(rdi))?; // stale
+            a.mov(r9, base + (1 << 30) + 0x1f_f000)?;
+            a.invlpg(byte_ptr(r9))?;
+            a.mov(r10, qword_ptr(rdi))?; // fresh: phys 0x61_2340
+            Ok(())
+        });
+        write_u64(&mut mem, PML4 + 8, 0x9000 | 3);
+        write_u64(&mut mem, 0x9000, 0x83);
+        write_u64(&mut mem, 0x9008, 0xa000 | 3);
+        write_u64(&mut mem, 0xa000, 0x40_0000 | 0x83);
+        write_u64(&mut mem, 0x30_0000, 11);
+        write_u64(&mut mem, 0x41_2340, 22);
+        write_u64(&mut mem, 0x61_2340, 33);
+        run(&mut cpu, &mut mem);
+        assert_eq!(cpu.gpr[15], NO_EXCEPTION);
+        assert_eq!((cpu.gpr[0], cpu.gpr[3], cpu.gpr[8], cpu.gpr[10]), (11, 22, 22, 33));
+        assert_eq!(read_u64(&mem, 0x9000) & 0x20, 0x20, "A set on the 1G leaf");
+    }
+
+    #[test]
+    fn smep_and_smap() {
+        // User page executed by the kernel with SMEP: #PF with I/D.
+        let (mut cpu, mut mem) = prepare(|a| {
+            a.mov(rax, PAGE_A)?;
+            a.call(rax)
+        });
+        map_4k(&mut mem, PAGE_A, PHYS_1, 0x7);
+        write_u64(&mut mem, 0x3000, 0x83); // kernel code, stack and handlers: supervisor
+        cpu.cr4 |= crate::cpu::cr::CR4_SMEP;
+        cpu.flush_tlb_all();
+        run(&mut cpu, &mut mem);
+        assert_eq!(pf_code(&cpu, &mem), u64::from(pf::P | pf::ID));
+        // User page read by the kernel with SMAP: #PF unless RFLAGS.AC (STAC).
+        let (mut cpu, mut mem) = prepare(|a| {
+            a.stac()?;
+            a.mov(rbx, qword_ptr(PAGE_A))?;
+            a.clac()?;
+            a.mov(rcx, qword_ptr(PAGE_A))?;
+            Ok(())
+        });
+        map_4k(&mut mem, PAGE_A, PHYS_1, 0x7);
+        write_u64(&mut mem, PHYS_1, 5);
+        write_u64(&mut mem, 0x3000, 0x83);
+        cpu.cr4 |= crate::cpu::cr::CR4_SMAP;
+        cpu.flush_tlb_all();
+        run(&mut cpu, &mut mem);
+        assert_eq!(cpu.gpr[3], 5);
+        assert_eq!(pf_code(&cpu, &mem), u64::from(pf::P));
+    }
+
     trait IntoU64 {
         fn into_u64(self) -> (u64, u64);
     }

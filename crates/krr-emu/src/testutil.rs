@@ -6,7 +6,7 @@ use iced_x86::IcedError;
 
 use crate::cpu::{Cpu, SegReg, Segment};
 use crate::exec::RunExit;
-use crate::memory::{FlatMemory, GuestMemory};
+use crate::memory::FlatMemory;
 use crate::platform::SimplePlatform;
 
 pub(crate) const PML4: u64 = 0x1000;
@@ -114,7 +114,6 @@ pub(crate) fn run_raw(
     let mut p = SimplePlatform::new();
     let r = cpu.run(&mut mem, &mut p, 1_000_000, |_| false).unwrap();
     assert_eq!(r, RunExit::Halted, "program did not reach hlt");
-    let _ = mem.code_epoch();
     (cpu, mem)
 }
 

@@ -108,4 +108,27 @@ proptest! {
             }
         }
     }
+
+    /// The decode cache is invisible: random code gives the same final state with it on or off.
+    #[test]
+    fn decode_cache_is_transparent(code in proptest::collection::vec(any::<u8>(), 1..64), user in any::<bool>()) {
+        let mut results = Vec::new();
+        for cache in [true, false] {
+            let (mut cpu, mut mem) = machine(&code, user, 0);
+            cpu.set_decode_cache(cache);
+            let mut p = SimplePlatform::new();
+            let mut events = Vec::new();
+            for _ in 0..48 {
+                match cpu.step(&mut mem, &mut p) {
+                    Ok(e) => events.push(format!("{e:?}")),
+                    Err(e) => {
+                        events.push(format!("{e}"));
+                        break;
+                    }
+                }
+            }
+            results.push((events, cpu.gpr, cpu.rip, cpu.rflags, cpu.icount, mem.dump(0, 4 << 20).unwrap()));
+        }
+        prop_assert!(results[0] == results[1]);
+    }
 }

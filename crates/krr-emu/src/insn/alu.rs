@@ -9,17 +9,26 @@ use crate::error::ExResult;
 use crate::exec::Ctx;
 
 /// PF for the low byte of `v` (set when the number of one bits is even).
-#[inline]
+#[inline(always)]
 pub(crate) fn pf(v: u64) -> u64 {
-    if (v as u8).count_ones() % 2 == 0 {
-        PF
-    } else {
-        0
-    }
+    PARITY[(v & 0xff) as usize]
 }
 
+/// PF value for each byte.
+static PARITY: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        if (i as u8).count_ones() % 2 == 0 {
+            t[i] = PF;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// ZF, SF and PF of a `size`-byte result.
-#[inline]
+#[inline(always)]
 pub(crate) fn szp(res: u64, size: usize) -> u64 {
     let mut f = pf(res);
     if res & mask(size) == 0 {
@@ -32,7 +41,7 @@ pub(crate) fn szp(res: u64, size: usize) -> u64 {
 }
 
 /// a + b + carry: (result, status flags).
-#[inline]
+#[inline(always)]
 pub(crate) fn add_flags(a: u64, b: u64, c: u64, size: usize) -> (u64, u64) {
     let m = mask(size);
     let wide = u128::from(a & m) + u128::from(b & m) + u128::from(c);
@@ -51,7 +60,7 @@ pub(crate) fn add_flags(a: u64, b: u64, c: u64, size: usize) -> (u64, u64) {
 }
 
 /// a - b - borrow: (result, status flags).
-#[inline]
+#[inline(always)]
 pub(crate) fn sub_flags(a: u64, b: u64, c: u64, size: usize) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
@@ -70,7 +79,7 @@ pub(crate) fn sub_flags(a: u64, b: u64, c: u64, size: usize) -> (u64, u64) {
 }
 
 /// Flags of a logical result: CF=OF=0; AF is undefined, Intel clears it.
-#[inline]
+#[inline(always)]
 pub(crate) fn logic_flags(res: u64, size: usize) -> u64 {
     szp(res, size)
 }
@@ -130,10 +139,9 @@ fn inc_dec<const DEC: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 fn neg(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let size = ctx.op_size(i, 0);
     let a = ctx.read_op_rmw(i, 0)?;
-    let (res, mut f) = sub_flags(0, a, 0, size);
+    // 0 - a: sub_flags gives CF = (a != 0), as NEG defines it.
+    let (res, f) = sub_flags(0, a, 0, size);
     ctx.write_op(i, 0, res)?;
-    // sub_flags already gives CF = (a != 0).
-    f &= !0;
     ctx.set_status(f);
     Ok(())
 }
@@ -143,9 +151,9 @@ fn not(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     ctx.write_op(i, 0, !a)
 }
 
-/// Register-register form of `binop`.
-fn binop_rr<const OP: u8>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
-    let size = d.size;
+/// Register-register form of `binop` (SIZE is the operand size, a constant so masks fold).
+fn binop_rr<const OP: u8, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let size = SIZE;
     let a = ctx.cpu.gpr[d.r0] & mask(size);
     let b = ctx.cpu.gpr[d.r1] & mask(size);
     binop_finish::<OP>(ctx, d, a, b, size);
@@ -153,8 +161,8 @@ fn binop_rr<const OP: u8>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
 }
 
 /// Register-immediate form of `binop`.
-fn binop_ri<const OP: u8>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
-    let size = d.size;
+fn binop_ri<const OP: u8, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let size = SIZE;
     let a = ctx.cpu.gpr[d.r0] & mask(size);
     let b = d.imm & mask(size);
     binop_finish::<OP>(ctx, d, a, b, size);
@@ -179,8 +187,8 @@ fn binop_finish<const OP: u8>(ctx: &mut Ctx<'_>, d: &Decoded, a: u64, b: u64, si
     ctx.set_status(f);
 }
 
-fn inc_dec_r<const DEC: bool>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
-    let size = d.size;
+fn inc_dec_r<const DEC: bool, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let size = SIZE;
     let a = ctx.cpu.gpr[d.r0] & mask(size);
     let (res, f) = if DEC { sub_flags(a, 1, 0, size) } else { add_flags(a, 1, 0, size) };
     ctx.set_gpr(d.r0, size, res);
@@ -196,12 +204,22 @@ pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
     }
     let rr = d.op1_plain_gpr();
     let ri = d.op1_imm();
+    macro_rules! sized {
+        ($f:ident, $op:expr) => {
+            match d.size {
+                8 => $f::<$op, 8> as Handler,
+                4 => $f::<$op, 4> as Handler,
+                2 => $f::<$op, 2> as Handler,
+                _ => $f::<$op, 1> as Handler,
+            }
+        };
+    }
     macro_rules! pick {
         ($op:expr) => {
             if rr {
-                Some(binop_rr::<$op> as Handler)
+                Some(sized!(binop_rr, $op))
             } else if ri {
-                Some(binop_ri::<$op> as Handler)
+                Some(sized!(binop_ri, $op))
             } else {
                 None
             }
@@ -217,8 +235,8 @@ pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
         Mnemonic::Xor => pick!(XOR),
         Mnemonic::Cmp => pick!(CMP),
         Mnemonic::Test => pick!(TEST),
-        Mnemonic::Inc if d.op_count() == 1 => Some(inc_dec_r::<false>),
-        Mnemonic::Dec if d.op_count() == 1 => Some(inc_dec_r::<true>),
+        Mnemonic::Inc if d.op_count() == 1 => Some(sized!(inc_dec_r, false)),
+        Mnemonic::Dec if d.op_count() == 1 => Some(sized!(inc_dec_r, true)),
         _ => None,
     }
 }

@@ -7,7 +7,7 @@
 use iced_x86::{Code, Mnemonic, OpKind};
 
 use super::{mask, sext, Decoded, Handler};
-use crate::cpu::flags::{CF, OF, PF, SF, ZF};
+use crate::cpu::flags::{CF, ZF};
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -107,7 +107,6 @@ fn popcnt(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let v = ctx.read_op(i, 1)? & mask(size);
     ctx.write_op(i, 0, u64::from(v.count_ones()))?;
     ctx.set_status(if v == 0 { ZF } else { 0 });
-    let _ = (OF, SF, PF);
     Ok(())
 }
 

@@ -186,10 +186,8 @@ fn ret_far(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         }
         .into());
     }
-    let old_cs = ctx.cpu.seg[SegReg::Cs as usize];
     let sa = ctx.stack_addr_size();
     load_cs_far(ctx, sel, off, osz)?;
-    let _ = old_cs;
     ctx.set_sp(ctx.cpu.gpr[4].wrapping_add(2 * osz as u64 + extra), sa);
     Ok(())
 }

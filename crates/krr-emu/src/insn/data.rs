@@ -6,7 +6,7 @@ use iced_x86::{Code, Mnemonic, OpKind, Register};
 
 use super::alu::{add_flags, sub_flags};
 use super::{cond, mask, sext, system, Decoded, Handler};
-use crate::cpu::flags::{self, CF, DF, ZF};
+use crate::cpu::flags::{CF, DF, ZF};
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -184,7 +184,6 @@ fn flag_op(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         Mnemonic::Cld => *f &= !DF,
         _ => *f |= DF,
     }
-    let _ = flags::FIXED;
     Ok(())
 }
 

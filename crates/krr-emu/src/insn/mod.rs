@@ -16,6 +16,7 @@ pub(crate) mod data;
 pub(crate) mod muldiv;
 pub(crate) mod shift;
 pub(crate) mod sse;
+pub(crate) mod ssefp;
 pub(crate) mod stack;
 pub(crate) mod string;
 pub(crate) mod system;
@@ -37,6 +38,8 @@ pub(crate) struct Decoded {
     pub(crate) size: usize,
     /// Immediate of operand 1, or the near branch target of operand 0.
     pub(crate) imm: u64,
+    /// RIP of the next instruction, wrapped to the code size.
+    pub(crate) next: u64,
 }
 
 impl std::ops::Deref for Decoded {
@@ -64,7 +67,12 @@ fn is_imm(k: OpKind) -> bool {
 
 impl Decoded {
     pub(crate) fn new(instr: Instruction) -> Self {
-        let mut d = Decoded { instr, r0: 0, r1: 0, size: 0, imm: 0 };
+        let next = match instr.code_size() {
+            iced_x86::CodeSize::Code16 => instr.next_ip() & 0xffff,
+            iced_x86::CodeSize::Code32 => instr.next_ip() & 0xffff_ffff,
+            _ => instr.next_ip(),
+        };
+        let mut d = Decoded { instr, r0: 0, r1: 0, size: 0, imm: 0, next };
         if instr.op_count() >= 1 {
             match instr.op_kind(0) {
                 OpKind::Register => {
@@ -157,17 +165,18 @@ pub(crate) fn handler_for(code: Code) -> Option<Handler> {
         .or_else(|| string::handler(code, m))
         .or_else(|| system::handler(code, m))
         .or_else(|| sse::handler(code, m))
+        .or_else(|| ssefp::handler(code, m))
         .or_else(|| x87::handler(code, m))
 }
 
 /// Mask of the low `size` bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn mask(size: usize) -> u64 {
     u64::MAX >> (64 - size * 8)
 }
 
 /// Sign bit of a `size`-byte value.
-#[inline]
+#[inline(always)]
 pub(crate) fn sign_bit(size: usize) -> u64 {
     1u64 << (size * 8 - 1)
 }

@@ -2,7 +2,7 @@
 //! MOVD/MOVQ, logic, byte/word/dword/qword add/sub/compare, PMOVMSKB, PMINUB/PMAXUB, shuffles,
 //! unpacks, shifts, LDMXCSR/STMXCSR. Only XMM forms (MMX forms are not implemented).
 //!
-//! Floating-point arithmetic is not implemented (MXCSR exception flags would have to be exact).
+//! Scalar floating point is in `ssefp.rs`; packed floating-point arithmetic is not implemented.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -22,12 +22,12 @@ pub(crate) fn check_sse(ctx: &Ctx<'_>) -> ExResult {
     Ok(())
 }
 
-fn xmm_index(r: Register) -> usize {
+pub(crate) fn xmm_index(r: Register) -> usize {
     (r as usize).wrapping_sub(Register::XMM0 as usize) & 15
 }
 
 /// Reads operand `n` as a 128-bit value (memory: the operand's size, zero-extended).
-fn read_x(ctx: &mut Ctx<'_>, i: &Instruction, n: u32, align: bool) -> ExResult<u128> {
+pub(crate) fn read_x(ctx: &mut Ctx<'_>, i: &Instruction, n: u32, align: bool) -> ExResult<u128> {
     match i.op_kind(n) {
         OpKind::Register => {
             let r = i.op_register(n);
@@ -203,6 +203,27 @@ fn packed<const OP: u8, const W: u32>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResul
             }
             r
         }
+        P_ADDUS => lanes(a, b, W, |x, y| sat_u(x as i64 + y as i64, W)),
+        P_SUBUS => lanes(a, b, W, |x, y| sat_u(x as i64 - y as i64, W)),
+        P_ADDS => lanes(a, b, W, |x, y| sat_s(sx(x, W) + sx(y, W), W)),
+        P_SUBS => lanes(a, b, W, |x, y| sat_s(sx(x, W) - sx(y, W), W)),
+        P_AVG => lanes(a, b, W, |x, y| (x + y + 1) >> 1),
+        P_MULL => lanes(a, b, W, |x, y| (sx(x, W).wrapping_mul(sx(y, W))) as u64),
+        P_MULH => lanes(a, b, W, |x, y| ((sx(x, W) * sx(y, W)) >> (W * 8)) as u64),
+        P_MULHU => lanes(a, b, W, |x, y| (x * y) >> (W * 8)),
+        P_MAXS => lanes(a, b, W, |x, y| if sx(x, W) >= sx(y, W) { x } else { y }),
+        P_MINS => lanes(a, b, W, |x, y| if sx(x, W) <= sx(y, W) { x } else { y }),
+        P_MULUDQ => lanes(a, b, 8, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff)),
+        P_MADDWD => lanes(a, b, 4, |x, y| {
+            let lo = sx(x & 0xffff, 2) * sx(y & 0xffff, 2);
+            let hi = sx(x >> 16, 2) * sx(y >> 16, 2);
+            (lo + hi) as u64
+        }),
+        P_SADBW => lanes(a, b, 8, |x, y| {
+            (0..8).map(|k| ((x >> (8 * k)) & 0xff).abs_diff((y >> (8 * k)) & 0xff)).sum()
+        }),
+        P_PACKSS => pack(a, b, W, true),
+        P_PACKUS => pack(a, b, W, false),
         _ => {
             // Shift by the low 64 bits of the source.
             let c = b as u64;
@@ -229,6 +250,48 @@ const P_UNPCKH: u8 = 11;
 const P_SLL: u8 = 12;
 const P_SRL: u8 = 13;
 const P_SRA: u8 = 14;
+const P_ADDUS: u8 = 15;
+const P_SUBUS: u8 = 16;
+const P_ADDS: u8 = 17;
+const P_SUBS: u8 = 18;
+const P_AVG: u8 = 19;
+const P_MULL: u8 = 20;
+const P_MULH: u8 = 21;
+const P_MULHU: u8 = 22;
+const P_MAXS: u8 = 23;
+const P_MINS: u8 = 24;
+const P_MULUDQ: u8 = 25;
+const P_MADDWD: u8 = 26;
+const P_SADBW: u8 = 27;
+const P_PACKSS: u8 = 28;
+const P_PACKUS: u8 = 29;
+
+/// Saturates `v` to a signed `w`-byte lane.
+fn sat_s(v: i64, w: u32) -> u64 {
+    let max = (1i64 << (w * 8 - 1)) - 1;
+    v.clamp(-max - 1, max) as u64
+}
+
+/// Saturates `v` to an unsigned `w`-byte lane.
+fn sat_u(v: i64, w: u32) -> u64 {
+    v.clamp(0, (1i64 << (w * 8)) - 1) as u64
+}
+
+/// Packs the `w`-byte lanes of a then b into lanes of half the width, saturating.
+fn pack(a: u128, b: u128, w: u32, signed_dst: bool) -> u128 {
+    let n = 16 / w;
+    let half = w / 2;
+    let mut r = 0u128;
+    for (j, src) in [a, b].iter().enumerate() {
+        for k in 0..n {
+            let x = sx(((src >> (k * w * 8)) & ((1u128 << (w * 8)) - 1)) as u64, w);
+            let v = if signed_dst { sat_s(x, half) } else { sat_u(x, half) };
+            let m = (1u128 << (half * 8)) - 1;
+            r |= (u128::from(v) & m) << ((j as u32 * n + k) * half * 8);
+        }
+    }
+    r
+}
 
 fn shift_lanes(a: u128, c: u64, w: u32, op: u8) -> u128 {
     let bits = u64::from(w * 8);
@@ -316,6 +379,28 @@ fn shufps(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     };
     ctx.cpu.fpu.xmm[d] = r;
     Ok(())
+}
+
+/// PEXTRW r32, xmm, imm8 and PINSRW xmm, r32/m16, imm8.
+fn pextrw_pinsrw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
+    check_sse(ctx)?;
+    let k = (i.immediate(2) & 7) as u32;
+    if i.mnemonic() == Mnemonic::Pextrw {
+        let v = (ctx.cpu.fpu.xmm[xmm_index(i.op_register(1))] >> (16 * k)) & 0xffff;
+        if i.op_kind(0) == OpKind::Register {
+            let (idx, _, _) = gpr_info(i.op_register(0));
+            ctx.cpu.gpr[idx] = v as u64;
+            Ok(())
+        } else {
+            ctx.write_op(i, 0, v as u64)
+        }
+    } else {
+        let v = u128::from(ctx.read_op(i, 1)? & 0xffff);
+        let d = xmm_index(i.op_register(0));
+        let m = 0xffffu128 << (16 * k);
+        ctx.cpu.fpu.xmm[d] = (ctx.cpu.fpu.xmm[d] & !m) | (v << (16 * k));
+        Ok(())
+    }
 }
 
 fn ldmxcsr(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
@@ -414,6 +499,28 @@ pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
         M::Pslldq => shift_imm::<P_SLL, 16>,
         M::Psrldq => shift_imm::<P_SRL, 16>,
         M::Pmovmskb | M::Movmskps | M::Movmskpd => pmovmskb,
+        M::Paddusb => packed::<P_ADDUS, 1>,
+        M::Paddusw => packed::<P_ADDUS, 2>,
+        M::Psubusb => packed::<P_SUBUS, 1>,
+        M::Psubusw => packed::<P_SUBUS, 2>,
+        M::Paddsb => packed::<P_ADDS, 1>,
+        M::Paddsw => packed::<P_ADDS, 2>,
+        M::Psubsb => packed::<P_SUBS, 1>,
+        M::Psubsw => packed::<P_SUBS, 2>,
+        M::Pavgb => packed::<P_AVG, 1>,
+        M::Pavgw => packed::<P_AVG, 2>,
+        M::Pmullw => packed::<P_MULL, 2>,
+        M::Pmulhw => packed::<P_MULH, 2>,
+        M::Pmulhuw => packed::<P_MULHU, 2>,
+        M::Pmaxsw => packed::<P_MAXS, 2>,
+        M::Pminsw => packed::<P_MINS, 2>,
+        M::Pmuludq => packed::<P_MULUDQ, 8>,
+        M::Pmaddwd => packed::<P_MADDWD, 4>,
+        M::Psadbw => packed::<P_SADBW, 8>,
+        M::Packsswb => packed::<P_PACKSS, 2>,
+        M::Packssdw => packed::<P_PACKSS, 4>,
+        M::Packuswb => packed::<P_PACKUS, 2>,
+        M::Pextrw | M::Pinsrw => pextrw_pinsrw,
         M::Pshufd | M::Pshuflw | M::Pshufhw => pshuf,
         M::Shufps | M::Shufpd => shufps,
         _ => return None,
@@ -459,6 +566,32 @@ mod tests {
         assert_eq!(cpu.fpu.xmm[3], 0x1234_5678);
         // xmm0 = 0 - (0xff at the three zero bytes) = 0x01 there.
         assert_eq!(cpu.fpu.xmm[0], 0x0101_0100_0000_0000_0000_0000_0000_0000);
+    }
+
+    #[test]
+    fn saturating_multiply_and_pack() {
+        assert_eq!(super::sat_s(200, 1), 127);
+        assert_eq!(super::sat_u(-5, 1), 0);
+        // packuswb of words [0x0100, 0xfff0, 0x0042, ...] -> bytes [0xff, 0x00, 0x42, ...]
+        let a: u128 = 0x0042_fff0_0100;
+        let r = super::pack(a, 0, 2, false);
+        assert_eq!(r & 0xff_ffff, 0x42_00ff);
+        let (cpu, _) = run_asm(|a| {
+            a.mov(eax, 0x7fff_8000u32)?;
+            a.movd(xmm0, eax)?;
+            a.movd(xmm1, eax)?;
+            a.paddsw(xmm0, xmm1)?; // saturates both words
+            a.mov(ecx, 0x0003_0002)?;
+            a.movd(xmm2, ecx)?;
+            a.pmaddwd(xmm2, xmm2)?; // 2*2 + 3*3 = 13
+            a.pextrw(ebx, xmm0, 1)?;
+            a.pinsrw(xmm3, ecx, 7)?;
+            Ok(())
+        });
+        assert_eq!(cpu.fpu.xmm[0] & 0xffff_ffff, 0x7fff_8000);
+        assert_eq!(cpu.fpu.xmm[2], 13);
+        assert_eq!(cpu.gpr[3], 0x7fff);
+        assert_eq!(cpu.fpu.xmm[3] >> 112, 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use super::{mask, seg_of, Decoded, Handler};
 use crate::cpu::flags;
-use crate::error::{ExResult, Exception};
+use crate::error::ExResult;
 use crate::exec::Ctx;
 
 /// Operand size of a push/pop from the decoder's stack pointer increment.
@@ -139,14 +139,8 @@ fn leave(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     Ok(())
 }
 
-fn pusha_popa(_ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
-    Err(Exception::ud().into())
-}
-
 /// Dispatch for this family.
-pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
-    let _ = pusha_popa;
-    let _ = code;
+pub(crate) fn handler(_code: Code, m: Mnemonic) -> Option<Handler> {
     Some(match m {
         Mnemonic::Push => push,
         Mnemonic::Pop => pop,

@@ -207,7 +207,6 @@ fn fast_forward<const OP: u8>(ctx: &mut Ctx<'_>, src_seg: SegReg, esz: usize) ->
 
 /// Dispatch for this family.
 pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
-    let _ = code;
     Some(match m {
         Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsq => string::<MOVS>,
         // MOVSD is also the SSE2 scalar move; only the string form is legacy-encoded without

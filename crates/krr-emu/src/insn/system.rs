@@ -768,7 +768,7 @@ fn lar_lsl(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 /// Dispatch for this family.
-pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
+pub(crate) fn handler(_code: Code, m: Mnemonic) -> Option<Handler> {
     Some(match m {
         Mnemonic::In => in_,
         Mnemonic::Out => out,
@@ -799,10 +799,7 @@ pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
         Mnemonic::Wbinvd | Mnemonic::Invd => privileged_nop,
         Mnemonic::Lfence | Mnemonic::Sfence | Mnemonic::Mfence => fence,
         Mnemonic::Clflush | Mnemonic::Clflushopt => clflush,
-        _ => {
-            let _ = code;
-            return None;
-        }
+        _ => return None,
     })
 }
 

@@ -5,7 +5,6 @@
 
 use iced_x86::{Code, Mnemonic, OpKind, Register};
 
-use super::sse::check_sse;
 use super::Decoded;
 use crate::cpu::cr;
 use crate::error::{vector, ExResult, Exception};
@@ -225,7 +224,6 @@ fn fxsave(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let img = ctx.cpu.fpu.to_fxsave();
     let n = if ctx.long64() { 416 } else { 288 };
     let seg = ctx.mseg(i);
-    let _ = check_sse;
     ctx.write_bytes(seg, ea, &img[..n])
 }
 

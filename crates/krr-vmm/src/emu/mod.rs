@@ -262,8 +262,10 @@ pub fn emu_cpuid(leaf: u32, subleaf: u32, apic_id: u32, f: &krr_emu::CpuFeatures
             ebx: (apic_id << 24) | (1 << 16) | (8 << 8),
             // CX16, POPCNT (if implemented), TSC-deadline timer, hypervisor.
             ecx: bit(f.cx16, 13) | bit(f.popcnt, 23) | (1 << 24) | (1 << 31),
-            // FPU TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH MMX FXSR SSE SSE2
+            // FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH MMX FXSR SSE SSE2 (the SMP
+            // trampoline's verify_cpu requires PSE).
             edx: 1
+                | 1 << 3
                 | 1 << 4
                 | 1 << 5
                 | 1 << 6

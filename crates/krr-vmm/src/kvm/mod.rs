@@ -22,7 +22,7 @@ use crate::devices::{Devices, IrqSink, PortAction};
 /// Errors of the KVM backend.
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
-    #[error("/dev/kvm is not available ({0}); use --accel emu")]
+    #[error("KVM is not available ({0}); use --accel emu")]
     NoKvm(String),
     #[error("KVM: {what}: {source}")]
     Ioctl { what: &'static str, source: kvm_ioctls::Error },
@@ -78,9 +78,13 @@ pub fn irq_sink(vm: &KvmVm) -> Arc<dyn IrqSink> {
     Arc::new(KvmIrq(vm.vm.clone()))
 }
 
-/// Open /dev/kvm with a clear error.
+/// Open the KVM device with a clear error: `/dev/kvm`, or `$KRR_KVM_DEVICE` (tests use it to
+/// stand for a host without KVM).
 pub fn open_kvm() -> Result<Kvm, KvmError> {
-    Kvm::new().map_err(|e| KvmError::NoKvm(e.to_string()))
+    let path = std::env::var("KRR_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
+    let c = std::ffi::CString::new(path.clone())
+        .map_err(|_| KvmError::NoKvm(format!("bad device path {path:?}")))?;
+    Kvm::new_with_path(c).map_err(|e| KvmError::NoKvm(format!("{path}: {e}")))
 }
 
 fn segment(s: FlatSegment, dpl: u8) -> kvm_segment {

@@ -19,8 +19,8 @@ fn yes(b: bool) -> &'static str {
 
 pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
-    let kvm_path = std::path::Path::new("/dev/kvm");
-    println!("/dev/kvm present:                {}", yes(kvm_path.exists()));
+    let kvm_path = std::env::var("KRR_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
+    println!("{:<33}{}", format!("{kvm_path} present:"), yes(std::path::Path::new(&kvm_path).exists()));
     match krr_vmm::probe::probe_kvm() {
         Ok(r) => {
             println!(

@@ -20,8 +20,15 @@ pub struct EmuCoverageArgs {
 const SHF_EXECINSTR: u64 = 0x4;
 
 pub fn run(args: EmuCoverageArgs) -> anyhow::Result<ExitCode> {
+    let cov = coverage_of(&args.binaries)?;
+    print!("{}", render(&cov));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Decodes the executable sections of every file into one coverage table.
+fn coverage_of(paths: &[PathBuf]) -> anyhow::Result<Coverage> {
     let mut cov = Coverage::default();
-    for path in &args.binaries {
+    for path in paths {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not an object file krr understands", path.display()))?;
@@ -45,9 +52,16 @@ pub fn run(args: EmuCoverageArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{} has no executable sections", path.display());
         }
     }
+    Ok(cov)
+}
+
+/// The report: one line per mnemonic (most frequent first), then the summary line.
+fn render(cov: &Coverage) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let mut rows: Vec<_> = cov.by_mnemonic.iter().collect();
     rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
-    println!("{:<20} {:>10} implemented", "mnemonic", "count");
+    let _ = writeln!(out, "{:<20} {:>10} implemented", "mnemonic", "count");
     for (name, (n, done)) in rows {
         let state = if done == n {
             "yes".to_string()
@@ -56,15 +70,40 @@ pub fn run(args: EmuCoverageArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("partial ({done} of {n})")
         };
-        println!("{name:<20} {n:>10} {state}");
+        let _ = writeln!(out, "{name:<20} {n:>10} {state}");
     }
     if cov.invalid > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<20} {:>10} (bytes that do not decode: data or padding in text)",
             "(invalid)", cov.invalid
         );
     }
     let (full, seen, pct) = cov.summary();
-    println!("implemented {full} of {seen} mnemonics covering {pct:.1} % of instructions");
-    Ok(ExitCode::SUCCESS)
+    let _ = writeln!(out, "implemented {full} of {seen} mnemonics covering {pct:.1} % of instructions");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_on_this_test_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let cov = coverage_of(&[exe]).unwrap();
+        assert!(cov.by_mnemonic.get("mov").is_some_and(|(n, done)| *n > 100 && n == done));
+        let text = render(&cov);
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("implemented ") && last.ends_with(" % of instructions"), "{last}");
+    }
+
+    #[test]
+    fn rejects_non_elf() {
+        let dir = std::env::temp_dir().join(format!("krr-emu-cov-{}", std::process::id()));
+        std::fs::write(&dir, b"not an elf").unwrap();
+        let err = coverage_of(std::slice::from_ref(&dir)).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(format!("{err:#}").contains("not an object file"), "{err:#}");
+    }
 }

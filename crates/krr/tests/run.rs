@@ -1,0 +1,121 @@
+//! `krr run` end to end on the `emu` backend: the real guest kernel and initramfs (built by
+//! `guest/build.sh`; `scripts/test.sh` builds it first), real workloads, exit statuses, panics,
+//! SMP bring-up and determinism. These tests fail, not skip, when the guest is missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn guest_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
+        return PathBuf::from(d);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
+    let out = Command::new(&script).arg("--print-dir").output().expect("run guest/build.sh");
+    assert!(out.status.success(), "the guest is not built: run guest/build.sh (scripts/test.sh does)");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn krr_run(extra: &[&str], cmd: &[&str]) -> Run {
+    let dir = guest_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_krr"))
+        .arg("run")
+        .arg("--quiet")
+        .arg("--kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .args(["--timeout", "600"])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run krr");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The guest instruction count `krr run` reports on the emu backend.
+fn instructions(stderr: &str) -> u64 {
+    let i = stderr.find(" guest instructions").expect("instruction count in the summary");
+    stderr[..i].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn hello_runs_and_is_deterministic() {
+    let a = krr_run(&["--accel", "emu"], &["/bin/hello"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert!(a.stdout.contains("hello from the krr guest"), "{}", a.stdout);
+    // --quiet hides the boot log.
+    assert!(!a.stdout.contains("Linux version"), "{}", a.stdout);
+    let b = krr_run(&["--accel", "emu"], &["/bin/hello"]);
+    assert_eq!(b.code, 0);
+    assert_eq!(instructions(&a.stderr), instructions(&b.stderr), "two runs of one workload differ");
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let r = krr_run(&["--accel", "emu"], &["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+}
+
+#[test]
+fn guest_panic_is_one_line_and_nonzero() {
+    let r = krr_run(&["--accel", "emu"], &["/bin/sh", "-c", "echo c > /proc/sysrq-trigger"]);
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Kernel panic - not syncing: sysrq triggered crash"), "{}", r.stderr);
+}
+
+#[test]
+fn two_vcpus_come_up() {
+    let r = krr_run(&["--accel", "emu", "--smp", "2"], &["/bin/nproc"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.lines().any(|l| l.trim() == "2"), "{}", r.stdout);
+}
+
+#[test]
+fn boundary_workloads_pass() {
+    // Each workload checks its own results and exits non-zero on any failed check.
+    for w in ["pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault"] {
+        let r = krr_run(&["--accel", "emu"], &[&format!("/bin/{w}")]);
+        assert_eq!(r.code, 0, "{w}: {}\n{}", r.stderr, r.stdout);
+    }
+}
+
+#[test]
+fn missing_kvm_is_one_line_and_auto_falls_back() {
+    let dir = guest_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_krr"))
+        .env("KRR_KVM_DEVICE", "/nonexistent/kvm")
+        .args(["run", "--quiet", "--accel", "kvm", "--kernel"])
+        .arg(dir.join("vmlinux"))
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("KVM is not available") && err.contains("--accel emu"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_krr"))
+        .env("KRR_KVM_DEVICE", "/nonexistent/kvm")
+        .args(["run", "--quiet", "--accel", "auto", "--kernel"])
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("accel emu (KVM is not usable"), "{err}");
+}

@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Build krr's guest: a minimal Linux 6.1 (Debian's linux-source-6.1) plus an initramfs with
+# busybox, krr's /init and the static workloads. Outputs are cached outside the repository,
+# keyed by a hash of every input; see guest/README.md.
+set -euo pipefail
+# The whole script is one brace group, parsed before it runs: editing this file while a build
+# is running cannot change what the running build executes.
+{
+
+GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE_BASE=${KRR_CACHE_DIR:-$HOME/.cache/krr}/guest
+JOBS=$(nproc)
+MODE=build
+FORCE=0
+PKGS=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev busybox-static cpio xz-utils)
+
+usage() {
+    cat <<EOF
+Usage: guest/build.sh [--print-dir] [--force] [--clean] [--jobs N]
+
+Builds the krr guest kernel (vmlinux with debug info, bzImage) and initramfs, caching the result in
+  \${KRR_CACHE_DIR:-\$HOME/.cache/krr}/guest/<key>/
+where <key> is a sha256 over every input (Debian source and tool versions, guest/config,
+guest/patches/*, guest/init/*, guest/workloads/*, this script). When that directory is complete the
+script prints it and exits 0 at once. The last line on stdout is always the output directory.
+
+  --print-dir   print the output directory for the current inputs without building;
+                exit 0 if it is built, 1 if not
+  --force       rebuild even if the output directory is complete
+  --clean       also discard the cached kernel work tree (re-extract the source)
+  --jobs N      parallel make jobs (default: nproc = $JOBS)
+  -h, --help    this help
+
+Missing Debian packages (${PKGS[*]}) are installed with apt-get (needs root).
+Environment: KRR_CACHE_DIR (cache root, default \$HOME/.cache/krr).
+EOF
+}
+
+CLEAN=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --print-dir) MODE=print ;;
+        --force) FORCE=1 ;;
+        --clean) CLEAN=1; FORCE=1 ;;
+        --jobs) [ $# -ge 2 ] || { echo "build.sh: --jobs needs a value" >&2; exit 2; }; JOBS=$2; shift ;;
+        --jobs=*) JOBS=${1#--jobs=} ;;
+        *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "build.sh: $*" >&2; }
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+pkg_version() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '$3=="installed"{print $4}'; }
+
+install_missing() {
+    local missing=() p installed
+    # One dpkg-query for all packages keeps the cached case fast.
+    installed=" $(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null | awk '$4=="installed"{printf "%s ", $1}') "
+    for p in "${PKGS[@]}"; do
+        [[ $installed == *" $p "* ]] || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        die "missing Debian packages: ${missing[*]}
+  install them as root:  sudo apt-get install --no-install-recommends ${missing[*]}
+  (or run guest/build.sh as root)"
+    fi
+    log "installing missing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
+        log "apt-get install failed; running apt-get update and retrying"
+        apt-get update >&2
+        apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
+            || die "apt-get install ${missing[*]} failed"
+    fi
+}
+
+# --- the cache key: every input of the build -------------------------------------------------
+input_files() {
+    # Relative paths, sorted, so the key does not depend on where the repository is.
+    (cd "$GUEST_DIR" && {
+        echo build.sh
+        echo config
+        find patches init workloads -type f ! -name '*~' ! -name '.*' 2>/dev/null
+    } | LC_ALL=C sort)
+}
+
+compute_key_text() {
+    local src bb libc gccv f
+    local versions
+    versions=$(dpkg-query -W -f='${Package} ${Status} ${Version}\n' linux-source-6.1 busybox-static libc6-dev 2>/dev/null | awk '$4=="installed"')
+    src=$(awk '$1=="linux-source-6.1"{print $5}' <<<"$versions")
+    bb=$(awk '$1=="busybox-static"{print $5}' <<<"$versions")
+    libc=$(awk '$1=="libc6-dev"{print $5}' <<<"$versions")
+    [ -n "$src" ] || return 1
+    [ -n "$bb" ] || return 1
+    gccv=$(gcc --version 2>/dev/null | sed -n 1p) || return 1
+    echo "linux-source-6.1=$src"
+    echo "busybox-static=$bb"
+    echo "libc6-dev=$libc"
+    echo "gcc=$gccv"
+    echo "binutils=$(ld --version 2>/dev/null | sed -n 1p)"
+    echo "arch=$(uname -m)"
+    while read -r f; do
+        echo "file $f $(sha256sum < "$GUEST_DIR/$f" | cut -d' ' -f1)"
+    done < <(input_files)
+}
+
+if [ "$MODE" = print ]; then
+    key_text=$(compute_key_text) || { log "cannot compute the key: linux-source-6.1, busybox-static or gcc is not installed (run guest/build.sh)"; exit 1; }
+    key=$(printf '%s\n' "$key_text" | sha256sum | cut -c1-16)
+    echo "$CACHE_BASE/$key"
+    [ -f "$CACHE_BASE/$key/done" ] && exit 0
+    exit 1
+fi
+
+install_missing
+key_text=$(compute_key_text) || die "cannot compute the cache key (package versions missing after install?)"
+key_full=$(printf '%s\n' "$key_text" | sha256sum | cut -d' ' -f1)
+key=${key_full:0:16}
+OUT=$CACHE_BASE/$key
+
+if [ "$FORCE" = 0 ] && [ -f "$OUT/done" ]; then
+    log "up to date (cache key $key)"
+    echo "$OUT"
+    exit 0
+fi
+
+# --- from here on: a real build ----------------------------------------------------------------
+T0=$(date +%s)
+[ "$(uname -m)" = x86_64 ] || die "the krr guest is built natively on x86-64 (this is $(uname -m))"
+# Nothing from the caller's environment may change the kernel build without changing the key.
+unset KCFLAGS KCPPFLAGS KAFLAGS KBUILD_OUTPUT CROSS_COMPILE LLVM CC LD O W C V KBUILD_EXTRA_SYMBOLS
+export ARCH=x86_64 LC_ALL=C
+SRC_VER=$(pkg_version linux-source-6.1)
+BB_VER=$(pkg_version busybox-static)
+LIBC_VER=$(pkg_version libc6-dev)
+GCC_VER=$(gcc --version | sed -n 1p)
+TARBALL=/usr/src/linux-source-6.1.tar.xz
+[ -f "$TARBALL" ] || die "$TARBALL not found although linux-source-6.1 $SRC_VER is installed"
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX not found although busybox-static is installed"
+command -v cpio >/dev/null || true
+
+mkdir -p "$CACHE_BASE/work"
+# One build at a time per cache (the kernel work tree is shared between keys).
+exec 9>"$CACHE_BASE/work/lock"
+if ! flock -n 9; then
+    log "another guest build holds $CACHE_BASE/work/lock; waiting"
+    flock 9
+fi
+# Another build may have produced our output while we waited.
+if [ "$FORCE" = 0 ] && [ -f "$OUT/done" ]; then
+    log "up to date (built concurrently, cache key $key)"
+    echo "$OUT"
+    exit 0
+fi
+
+# The kernel tree is kept per Debian source version so that a patch or config change rebuilds
+# incrementally: the previously applied series is reverse-applied, the new one applied.
+TREE=$CACHE_BASE/work/linux-$SRC_VER
+if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
+    log "--clean: removing $TREE"
+    rm -rf "$TREE"
+fi
+
+unapply_old_series() {
+    local applied=$TREE/.krr-applied p
+    [ -d "$applied" ] || return 0
+    local list=()
+    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort -r)
+    for p in "${list[@]}"; do
+        if ! (cd "$TREE" && patch -p1 -R -s --no-backup-if-mismatch -r - < "$applied/$p" >/dev/null); then
+            log "could not reverse-apply the previously applied $p; re-extracting the source"
+            return 1
+        fi
+    done
+    rm -rf "$applied"
+}
+
+extract_tree() {
+    rm -rf "$TREE" "$TREE.tmp"
+    mkdir -p "$TREE.tmp"
+    log "extracting $TARBALL (linux-source-6.1 $SRC_VER) into $TREE"
+    tar -xf "$TARBALL" -C "$TREE.tmp" --strip-components=1
+    mv "$TREE.tmp" "$TREE"
+}
+
+if [ ! -f "$TREE/Makefile" ]; then
+    extract_tree
+elif ! unapply_old_series; then
+    extract_tree
+fi
+
+mkdir -p "$TREE/.krr-applied"
+mapfile -t PATCHES < <(cd "$GUEST_DIR/patches" 2>/dev/null && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+for p in "${PATCHES[@]}"; do
+    if ! (cd "$TREE" && patch -p1 --dry-run -s -F0 -N -r - < "$GUEST_DIR/patches/$p" > "$TREE/.krr-patch.log" 2>&1); then
+        cat "$TREE/.krr-patch.log" >&2
+        # Leave the tree consistent: reverse what we applied so far.
+        unapply_old_series || rm -rf "$TREE"
+        die "patch guest/patches/$p does not apply to linux-source-6.1 $SRC_VER
+  (Debian updates linux-source over time; refresh the patch against this version)"
+    fi
+    (cd "$TREE" && patch -p1 -s -F0 -N --no-backup-if-mismatch -r - < "$GUEST_DIR/patches/$p")
+    cp "$GUEST_DIR/patches/$p" "$TREE/.krr-applied/$p"
+    log "applied guest/patches/$p"
+done
+
+# --- kernel configuration ----------------------------------------------------------------------
+export KBUILD_BUILD_USER=krr KBUILD_BUILD_HOST=krr KBUILD_BUILD_VERSION=1
+export KBUILD_BUILD_TIMESTAMP="linux-source-6.1 $SRC_VER"
+MAKE=(make -C "$TREE" -j"$JOBS")
+BUILD_LOG=$CACHE_BASE/work/build-$key.log
+: > "$BUILD_LOG"
+
+log "configuring: tinyconfig + guest/config"
+# Keep the old .config's timestamp semantics to kconfig: it writes .config only when it changes.
+"${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
+(cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config") >> "$BUILD_LOG" 2>&1 \
+    || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
+"${MAKE[@]}" olddefconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make olddefconfig failed (log: $BUILD_LOG)"; }
+
+# Verify that every option of guest/config ended up as requested.
+bad=()
+while IFS= read -r line; do
+    line=${line%%[[:space:]]}
+    if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
+        opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
+        got=$(grep -m1 -E "^$opt=" "$TREE/.config" | cut -d= -f2- || true)
+        [ -n "$got" ] || { grep -qx "# $opt is not set" "$TREE/.config" && got="n (is not set)" || got="(absent: unknown option or unmet dependency)"; }
+        [ "$got" = "$want" ] || bad+=("$opt: wanted $want, got $got")
+    elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+        opt=${BASH_REMATCH[1]}
+        got=$(grep -m1 -E "^$opt=" "$TREE/.config" | cut -d= -f2- || true)
+        [ -z "$got" ] || bad+=("$opt: wanted not set, got $got")
+    fi
+done < "$GUEST_DIR/config"
+if [ ${#bad[@]} -gt 0 ]; then
+    printf '  %s\n' "${bad[@]}" >&2
+    die "${#bad[@]} option(s) of guest/config did not survive olddefconfig (missing dependency or renamed option)"
+fi
+log "config verified: every option of guest/config is set as requested"
+
+# --- kernel build --------------------------------------------------------------------------------
+log "building vmlinux, bzImage and the gdb scripts with -j$JOBS (log: $BUILD_LOG)"
+TB0=$(date +%s)
+"${MAKE[@]}" vmlinux bzImage scripts_gdb >> "$BUILD_LOG" 2>&1 &
+make_pid=$!
+while kill -0 "$make_pid" 2>/dev/null; do
+    for _ in $(seq 15); do
+        sleep 1
+        kill -0 "$make_pid" 2>/dev/null || break
+    done
+    kill -0 "$make_pid" 2>/dev/null || break
+    last=$(grep -E '^  [A-Z]+[A-Z0-9_]* ' "$BUILD_LOG" | tail -n1 | sed 's/^ *//' || true)
+    log "  $(( $(date +%s) - TB0 ))s: ${last:-...}"
+done
+if ! wait "$make_pid"; then
+    grep -E 'error|Error' "$BUILD_LOG" | tail -n 20 >&2 || true
+    tail -n 20 "$BUILD_LOG" >&2
+    die "kernel build failed (full log: $BUILD_LOG)"
+fi
+KBUILD_SECS=$(( $(date +%s) - TB0 ))
+log "kernel built in ${KBUILD_SECS}s"
+
+# --- user space: init, helpers, workloads ----------------------------------------------------------
+TMP_OUT=$CACHE_BASE/.tmp-$key-$$
+rm -rf "$TMP_OUT"
+mkdir -p "$TMP_OUT/initramfs"
+trap 'rm -rf "$TMP_OUT"' EXIT
+
+# All guest programs (init, krr-exit, every workload) are linked into ONE static multi-call binary,
+# /bin/krr-guest, dispatching on argv[0]; /init and /bin/<name> are symlinks to it. Each static
+# glibc program is ~700 KB, and the initramfs is unpacked by the guest kernel (slow when ring 0
+# is emulated), so this keeps the initramfs at ~3 MB instead of ~12 MB. Each program is still its
+# own .c file with its own main() (renamed at compile time to krr_main_<name>).
+CFLAGS=(-O2 -g -Wall -Wextra -Werror -std=gnu11 -pthread -I"$GUEST_DIR/init" -I"$GUEST_DIR/workloads")
+OBJ=$TMP_OUT/obj
+mkdir -p "$OBJ"
+PROGS=()
+cc_obj() { # cc_obj NAME SOURCE
+    local sym=${1//-/_}
+    gcc "${CFLAGS[@]}" -Dmain="krr_main_$sym" -c -o "$OBJ/$1.o" "$2" 2>&1 | sed 's/^/  /' >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || die "compiling $2 failed"
+    PROGS+=("$1")
+}
+cc_obj init "$GUEST_DIR/init/init.c"
+cc_obj krr-exit "$GUEST_DIR/init/krr-exit.c"
+WORKLOADS=()
+for src in "$GUEST_DIR"/workloads/*.c; do
+    name=$(basename "$src" .c)
+    [[ $name =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "workload file name $name.c: use [a-z0-9_-] only"
+    cc_obj "$name" "$src"
+    WORKLOADS+=("$name")
+done
+{
+    echo '/* generated by guest/build.sh: argv[0] dispatcher of the krr-guest multi-call binary */'
+    echo '#include <stdio.h>'
+    echo '#include <string.h>'
+    for n in "${PROGS[@]}"; do echo "int krr_main_${n//-/_}(int, char **);"; done
+    echo 'static const struct { const char *name; int (*main)(int, char **); } progs[] = {'
+    for n in "${PROGS[@]}"; do echo "    {\"$n\", krr_main_${n//-/_}},"; done
+    echo '};'
+    cat <<'CEOF'
+int main(int argc, char **argv)
+{
+    const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    base = base ? base + 1 : (argc > 0 ? argv[0] : "");
+    if (strcmp(base, "krr-guest") == 0 && argc > 1) {
+        argv++;
+        argc--;
+        base = argv[0];
+    }
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++)
+        if (strcmp(base, progs[i].name) == 0)
+            return progs[i].main(argc, argv);
+    fprintf(stderr, "krr-guest: unknown program '%s'; available:", base);
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++)
+        fprintf(stderr, " %s", progs[i].name);
+    fprintf(stderr, "\n");
+    return 127;
+}
+CEOF
+} > "$OBJ/multicall.c"
+gcc "${CFLAGS[@]}" -c -o "$OBJ/multicall.o" "$OBJ/multicall.c"
+gcc -static -pthread -o "$TMP_OUT/krr-guest" "$OBJ"/*.o
+strip -o "$TMP_OUT/initramfs/krr-guest" "$TMP_OUT/krr-guest"
+rm -rf "$OBJ"
+log "compiled /bin/krr-guest (init, krr-exit and ${#WORKLOADS[@]} workloads: ${WORKLOADS[*]})"
+
+# --- initramfs: gen_init_cpio from the kernel tree (device nodes without root, fixed mtimes) -----
+GEN=$CACHE_BASE/work/gen_init_cpio
+gcc -O2 -o "$GEN" "$TREE/usr/gen_init_cpio.c"
+LIST=$TMP_OUT/initramfs.list
+{
+    echo "dir /dev 0755 0 0"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    echo "nod /dev/null 0666 0 0 c 1 3"
+    echo "nod /dev/ttyS0 0660 0 0 c 4 64"
+    for d in /bin /proc /sys /tmp /root /etc /usr; do echo "dir $d 0755 0 0"; done
+    echo "slink /sbin bin 0777 0 0"
+    echo "slink /usr/bin ../bin 0777 0 0"
+    echo "slink /usr/sbin ../bin 0777 0 0"
+    echo "file /bin/krr-guest $TMP_OUT/initramfs/krr-guest 0755 0 0"
+    echo "slink /init bin/krr-guest 0777 0 0"
+    echo "file /bin/busybox $BUSYBOX 0755 0 0"
+    for w in krr-exit "${WORKLOADS[@]}"; do echo "slink /bin/$w krr-guest 0777 0 0"; done
+    # busybox applets as symlinks, all in /bin (workloads and krr-exit take precedence).
+    for a in $("$BUSYBOX" --list | LC_ALL=C sort); do
+        case " init krr-exit krr-guest busybox ${WORKLOADS[*]} " in *" $a "*) continue ;; esac
+        [[ $a =~ ^[A-Za-z0-9._-]+$ ]] || continue
+        echo "slink /bin/$a busybox 0777 0 0"
+    done
+    printf 'file /etc/passwd %s 0644 0 0\n' "$TMP_OUT/passwd"
+    printf 'file /etc/group %s 0644 0 0\n' "$TMP_OUT/group"
+} > "$LIST"
+echo "root:x:0:0:root:/root:/bin/sh" > "$TMP_OUT/passwd"
+echo "root:x:0:" > "$TMP_OUT/group"
+"$GEN" -t 0 "$LIST" > "$TMP_OUT/initramfs.cpio"
+sed -i "s|$TMP_OUT/initramfs/|<build>/|g; s|$TMP_OUT/|<build>/|g" "$LIST" # keep the list readable
+rm -rf "$TMP_OUT/initramfs" "$TMP_OUT/passwd" "$TMP_OUT/group"
+
+# --- outputs -----------------------------------------------------------------------------------------
+cp "$TREE/vmlinux" "$TMP_OUT/vmlinux"
+cp "$TREE/arch/x86/boot/bzImage" "$TMP_OUT/bzImage"
+cp "$TREE/System.map" "$TMP_OUT/System.map"
+cp "$TREE/.config" "$TMP_OUT/config"
+cp "$GUEST_DIR/config" "$TMP_OUT/config.fragment"
+(cd "$TREE" && [ -f vmlinux-gdb.py ] && cp -rL vmlinux-gdb.py scripts/gdb "$TMP_OUT/" 2>/dev/null) || true
+BUILD_ID=$(readelf -n "$TMP_OUT/vmlinux" | awk '/Build ID:/ && !n++ {print $3}')
+[ -n "$BUILD_ID" ] || die "vmlinux has no GNU build-id note"
+echo "$BUILD_ID" > "$TMP_OUT/build-id"
+RELEASE=$(cat "$TREE/include/config/kernel.release")
+echo "$RELEASE (Debian linux-source-6.1 $SRC_VER)" > "$TMP_OUT/linux-version"
+[ "$(readelf -S "$TMP_OUT/vmlinux" | grep -c '\.debug_info')" -gt 0 ] || die "vmlinux has no .debug_info"
+ENTRY=$(readelf -h "$TMP_OUT/vmlinux" | awk '/Entry point address:/ {print $4}')
+printf '%s\n' "$key_text" > "$TMP_OUT/inputs"
+cp "$BUILD_LOG" "$TMP_OUT/build.log"
+TOTAL_SECS=$(( $(date +%s) - T0 ))
+cat > "$TMP_OUT/manifest" <<EOF
+cache_key=$key_full
+cache_dir=$OUT
+kernel_release=$RELEASE
+debian_linux_source_version=$SRC_VER
+busybox_static_version=$BB_VER
+libc6_dev_version=$LIBC_VER
+gcc=$GCC_VER
+build_id=$BUILD_ID
+vmlinux=vmlinux
+vmlinux_entry=$ENTRY
+vmlinux_sha256=$(sha256sum < "$TMP_OUT/vmlinux" | cut -d' ' -f1)
+bzimage=bzImage
+initramfs=initramfs.cpio
+initramfs_format=cpio newc, uncompressed
+initramfs_sha256=$(sha256sum < "$TMP_OUT/initramfs.cpio" | cut -d' ' -f1)
+system_map=System.map
+config=config
+patches=${PATCHES[*]}
+guest_binary=krr-guest
+workloads=${WORKLOADS[*]}
+exit_port=0xf4
+kernel_build_seconds=$KBUILD_SECS
+total_build_seconds=$TOTAL_SECS
+built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+EOF
+echo "$key_full" > "$TMP_OUT/done"
+# Publish atomically: the directory appears complete or not at all.
+rm -rf "$OUT"
+mv "$TMP_OUT" "$OUT"
+trap - EXIT
+rm -f "$BUILD_LOG"
+log "done in ${TOTAL_SECS}s (kernel ${KBUILD_SECS}s): vmlinux $RELEASE build-id $BUILD_ID"
+echo "$OUT"
+exit 0
+}
