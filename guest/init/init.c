@@ -11,6 +11,7 @@
  * What it does:
  *  1. mounts proc on /proc, sysfs on /sys, devtmpfs on /dev, tmpfs on /tmp;
  *  2. finds the command (see guest/README.md, "Kernel command line"):
+ *       0) from krr's VMM through the command port 0xf5 (krr-port.h), if it holds one;
  *       a) `krr.argv=<base64 of the NUL-terminated arguments>` on the kernel command line
  *          (read from /proc/cmdline) - exact for any bytes; or else
  *       b) the arguments the kernel passes to init: everything after ` -- ` on the kernel
@@ -74,6 +75,29 @@ static size_t b64decode(const char *in, char *out, size_t cap)
         }
     }
     return n;
+}
+
+/* argv from the VMM's command port, or NULL if there is no VMM command. */
+static char **argv_from_port(void)
+{
+    static char buf[8192];
+    static char *args[256];
+    if (ioperm(KRR_CMD_PORT, 4, 1) != 0) /* a 32-bit read checks 4 ports */
+        return NULL;
+    uint32_t len = krr_inl(KRR_CMD_PORT);
+    if (len == 0 || len == 0xffffffffu || len > sizeof buf)
+        return NULL;
+    for (uint32_t i = 0; i < len; i++)
+        buf[i] = (char)krr_inb(KRR_CMD_PORT);
+    int n = 0;
+    for (uint32_t i = 0; i < len && n < 255;) {
+        args[n++] = buf + i;
+        while (i < len && buf[i])
+            i++;
+        i++;
+    }
+    args[n] = NULL;
+    return n ? args : NULL;
 }
 
 /* argv from `krr.argv=` on /proc/cmdline, or NULL. */
@@ -177,7 +201,9 @@ int main(int argc, char **argv)
         setenv("HOME", "/root", 1);
     (void)!chdir("/");
 
-    char **cmd = argv_from_cmdline();
+    char **cmd = argv_from_port();
+    if (!cmd)
+        cmd = argv_from_cmdline();
     /* The kernel passes init both the words after ` -- ` and, before them, every unknown
      * parameter without '=' that came before ` -- ` (e.g. `nokaslr` on a kernel without KASLR).
      * Keep only the last N, N being the number of words after the first ` -- `. */

@@ -17,6 +17,25 @@
 #include <unistd.h>
 
 #define KRR_EXIT_PORT 0xf4
+/* The command port: a 32-bit read gives the length of the command the VMM holds (its arguments,
+ * each NUL-terminated), 0 if it holds none; then that many 8-bit reads give the bytes. With no
+ * such device (QEMU), the 32-bit read returns all ones. The first read is also krr's snapshot
+ * point: the VMM may save the machine there and later resume it with another command. */
+#define KRR_CMD_PORT 0xf5
+
+static inline uint32_t krr_inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline uint8_t krr_inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
 
 static inline void krr_outb(uint8_t value, uint16_t port)
 {

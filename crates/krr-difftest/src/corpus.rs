@@ -307,17 +307,20 @@ fn muldiv() -> Vec<Case> {
         for op in ["Div", "Idiv"] {
             let c = code(&format!("{op}_rm{b}"));
             for (i, &(hi, lo, d)) in triples.iter().enumerate() {
-                let mut k = base("muldiv", format!("{op}{b}/{i}"));
-                if size == 1 {
-                    k.gprs[RAX] = 0xdead_beef_cafe_0000 | ((hi & 0xff) << 8) | (lo & 0xff);
-                } else {
-                    k.gprs[RAX] = with_garbage(lo, size);
-                    k.gprs[RDX] = with_garbage(hi, size);
+                for (fi, fl) in [CF | SF, ZF | PF | AF | OF].into_iter().enumerate() {
+                    let name = if fi == 0 { format!("{op}{b}/{i}") } else { format!("{op}{b}/{i}-f{fi}") };
+                    let mut k = base("muldiv", name);
+                    if size == 1 {
+                        k.gprs[RAX] = 0xdead_beef_cafe_0000 | ((hi & 0xff) << 8) | (lo & 0xff);
+                    } else {
+                        k.gprs[RAX] = with_garbage(lo, size);
+                        k.gprs[RDX] = with_garbage(hi, size);
+                    }
+                    k.gprs[RCX] = with_garbage(d, size);
+                    k.rflags = 0x202 | fl;
+                    k.insns = vec![insn(c, &[reg(Register::RCX, size)])];
+                    v.push(k);
                 }
-                k.gprs[RCX] = with_garbage(d, size);
-                k.rflags = 0x202 | CF | SF;
-                k.insns = vec![insn(c, &[reg(Register::RCX, size)])];
-                v.push(k);
             }
         }
     }

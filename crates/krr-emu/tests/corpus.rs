@@ -1,7 +1,8 @@
 //! Executes every instruction of a real binary once (kernel and user mode, random-ish register
 //! state) to check that no encoding found in the wild panics the emulator.
 //!
-//! Needs a file: `KRR_EMU_CORPUS=/path/to/vmlinux cargo test -p krr-emu --test corpus -- --ignored`.
+//! Needs a file: `KRR_EMU_CORPUS=/path/to/vmlinux cargo test -p krr-emu --test corpus -- --ignored`
+//! (optionally `KRR_EMU_CORPUS_OFFSET=200000 KRR_EMU_CORPUS_LEN=400000`, hex, to pick .text).
 
 use krr_emu::iced_x86::{Decoder, DecoderOptions, Instruction};
 use krr_emu::{Cpu, FlatMemory, SegReg, Segment, SimplePlatform};
@@ -16,7 +17,17 @@ fn w64(m: &mut FlatMemory, a: u64, v: u64) {
 #[ignore = "needs KRR_EMU_CORPUS pointing at a binary"]
 fn every_instruction_of_a_binary() {
     let path = std::env::var("KRR_EMU_CORPUS").expect("set KRR_EMU_CORPUS");
-    let data = std::fs::read(path).unwrap();
+    let file = std::fs::read(path).unwrap();
+    // Optional window (e.g. the .text of a vmlinux): KRR_EMU_CORPUS_OFFSET / _LEN, hex or decimal.
+    let num = |k: &str| {
+        std::env::var(k).ok().map(|v| {
+            let v = v.trim_start_matches("0x");
+            u64::from_str_radix(v, 16).unwrap() as usize
+        })
+    };
+    let start = num("KRR_EMU_CORPUS_OFFSET").unwrap_or(0).min(file.len());
+    let end = num("KRR_EMU_CORPUS_LEN").map_or(file.len(), |l| (start + l).min(file.len()));
+    let data = &file[start..end];
     let mut base = FlatMemory::new(4 << 20);
     w64(&mut base, 0x1000, 0x2000 | 7);
     w64(&mut base, 0x2000, 0x3000 | 7);
@@ -28,7 +39,7 @@ fn every_instruction_of_a_binary() {
         w64(&mut base, 0x5000 + v * 16, lo);
     }
     w64(&mut base, 0x4008, 0x00af_9b00_0000_ffff);
-    let mut dec = Decoder::with_ip(64, &data, CODE, DecoderOptions::NONE);
+    let mut dec = Decoder::with_ip(64, data, CODE, DecoderOptions::NONE);
     let mut instr = Instruction::default();
     let mut executed = 0u64;
     let mut offset = 0usize;

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 /// An error reading or writing a trace.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message, not a `source()`, so a one-line report names it once.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: not a krr trace (bad magic {found:02x?}, expected {expected:?})", path.display())]
     BadMagic { path: PathBuf, found: Vec<u8>, expected: &'static str },
     #[error("{}: trace format version {found} is not supported (this krr reads version {supported})", path.display())]
@@ -31,7 +28,7 @@ pub enum TraceError {
 }
 
 impl TraceError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TraceError::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        TraceError::Io { path: path.into(), err }
     }
 }

@@ -13,6 +13,7 @@ pub mod emu;
 pub mod kvm;
 pub mod layout;
 pub mod probe;
+pub mod snapshot;
 pub mod vm;
 
 pub use vm::{Accel, ExitReason, RunOutcome, VmConfig};

@@ -11,6 +11,7 @@ use crate::devices::{Console, ConsoleEvent, Devices, Echo};
 use crate::emu::{emu_irq_sink, EmuStop, EmuVm};
 use crate::kvm::{irq_sink, kick, KvmError, KvmVm, VcpuStop};
 use crate::probe::{probe_kvm, ProbeError};
+use crate::snapshot::{SnapshotFile, SnapshotMeta};
 
 /// Which CPU backend runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,12 @@ pub struct VmConfig {
     pub echo: Echo,
     /// Give up after this long.
     pub timeout: Option<Duration>,
+    /// The command the guest's init runs (through the command port).
+    pub command: Vec<String>,
+    /// Stop at the snapshot point (init asking for its command) and save the machine here.
+    pub save_snapshot: Option<PathBuf>,
+    /// Resume this snapshot instead of booting.
+    pub from_snapshot: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -59,6 +66,8 @@ pub enum ExitReason {
     Timeout,
     /// The kernel reached `Run /init`, but this host's KVM cannot run guest user space.
     KvmCannotRunUserSpace,
+    /// The machine stopped at the snapshot point and was saved.
+    SnapshotSaved { path: PathBuf, bytes: u64 },
 }
 
 /// The result of a run.
@@ -73,8 +82,11 @@ pub struct RunOutcome {
     pub elapsed: Duration,
     /// Time from start to the kernel's `Run /init` line.
     pub to_init: Option<Duration>,
-    /// Guest instructions executed (emu backend; 0 on kvm, which cannot count them).
+    /// Guest instructions executed (emu backend; 0 on kvm, which cannot count them). After
+    /// `from_snapshot`, those executed since the snapshot.
     pub instructions: u64,
+    /// Time to load and restore the snapshot (`from_snapshot`).
+    pub restore_time: Option<Duration>,
 }
 
 /// Errors that stop a run before it ends on its own.
@@ -84,10 +96,14 @@ pub enum VmError {
     Boot(#[from] BootError),
     #[error(transparent)]
     Kvm(#[from] KvmError),
-    #[error("probing KVM: {0}")]
+    #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("emu backend: {0}")]
     Emu(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("snapshots are implemented for the emu backend only (use --accel emu)")]
+    SnapshotNeedsEmu,
     #[error("vCPU {vcpu}: {msg}")]
     Vcpu { vcpu: u32, msg: String },
     #[error("cannot start vCPU threads: {0}")]
@@ -180,11 +196,36 @@ const EMU_SLICE: u64 = 2_000_000;
 
 fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
     let start = Instant::now();
-    let plan = boot_plan(cfg, &cfg.cmdline)?;
     let console = Console::new(cfg.echo);
     let (sink, queue) = emu_irq_sink();
     let devices = Devices::new(console.clone(), sink);
-    let mut vm = EmuVm::new(cfg.mem_bytes, cfg.vcpus, &plan, devices, queue).map_err(VmError::Emu)?;
+    let (mut vm, meta, restore_time) = match &cfg.from_snapshot {
+        Some(path) => {
+            let file = SnapshotFile::read(path)?;
+            console.set_init_seen();
+            let (vm, meta) = EmuVm::restore(&file, devices, queue)
+                .map_err(|e| VmError::Emu(format!("{}: {e}", path.display())))?;
+            (vm, meta, Some(start.elapsed()))
+        }
+        None => {
+            let plan = boot_plan(cfg, &cfg.cmdline)?;
+            let vm = EmuVm::new(cfg.mem_bytes, cfg.vcpus, &plan, devices, queue).map_err(VmError::Emu)?;
+            let meta = SnapshotMeta {
+                backend: "emu".into(),
+                vcpus: cfg.vcpus,
+                mem_bytes: cfg.mem_bytes,
+                cmdline: cfg.cmdline.clone(),
+                kernel_build_id: plan.kernel.build_id.clone(),
+                instructions: 0,
+            };
+            (vm, meta, None)
+        }
+    };
+    let base_instructions = vm.instructions;
+    vm.devices_mut().set_command(&cfg.command);
+    if cfg.save_snapshot.is_some() {
+        vm.stop_at_snapshot_point();
+    }
     let mut watch = ConsoleWatch::new(false);
     let reason = loop {
         let stop = vm.run_for(EMU_SLICE);
@@ -205,6 +246,12 @@ fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
                 })
             }
             EmuStop::Failed(msg) => return Err(VmError::Emu(msg)),
+            EmuStop::SnapshotPoint => {
+                let path = cfg.save_snapshot.clone().unwrap_or_default();
+                vm.save(meta.clone()).write(&path)?;
+                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                break ExitReason::SnapshotSaved { path, bytes };
+            }
         }
         if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
             break ExitReason::Timeout;
@@ -217,7 +264,8 @@ fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
         console: console.bytes(),
         elapsed: start.elapsed(),
         to_init: watch.to_init,
-        instructions: vm.instructions,
+        instructions: vm.instructions - base_instructions,
+        restore_time,
     })
 }
 
@@ -245,7 +293,9 @@ fn run_kvm(
     let plan = boot_plan(cfg, &cmdline)?;
     let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
     let console = Console::new(cfg.echo);
-    let devices = Arc::new(Mutex::new(Devices::new(console.clone(), irq_sink(&vm))));
+    let mut devices = Devices::new(console.clone(), irq_sink(&vm));
+    devices.set_command(&cfg.command);
+    let devices = Arc::new(Mutex::new(devices));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = channel();
     let handles = vm.start(devices, stop.clone(), tx).map_err(VmError::Threads)?;
@@ -282,5 +332,6 @@ fn run_kvm(
         elapsed: start.elapsed(),
         to_init: watch.to_init,
         instructions: 0,
+        restore_time: None,
     })
 }

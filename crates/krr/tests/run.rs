@@ -119,3 +119,37 @@ fn missing_kvm_is_one_line_and_auto_falls_back() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("accel emu (KVM is not usable"), "{err}");
 }
+
+#[test]
+fn snapshot_resumes_exactly_where_the_boot_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("init.snap");
+    let snap_s = snap.to_str().unwrap();
+    let saved = krr_run(&["--accel", "emu", "--save-snapshot", snap_s], &[]);
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    assert!(saved.stderr.contains("saved the VM at the guest's init"), "{}", saved.stderr);
+
+    let resumed = krr_run(&["--from-snapshot", snap_s], &["/bin/hello"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stdout.contains("hello from the krr guest"), "{}", resumed.stdout);
+    assert!(resumed.stderr.contains("snapshot restored in"), "{}", resumed.stderr);
+
+    // Booting and running in one go executes exactly the instructions of the boot up to the
+    // snapshot plus those of the resumed run: the snapshot lost no state that mattered.
+    let whole = krr_run(&["--accel", "emu"], &["/bin/hello"]);
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    assert_eq!(instructions(&saved.stderr) + instructions(&resumed.stderr), instructions(&whole.stderr));
+
+    let status = krr_run(&["--from-snapshot", snap_s], &["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(status.code, 7, "{}", status.stderr);
+
+    // A damaged snapshot is one line and a failure.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&snap, &bytes).unwrap();
+    let bad = krr_run(&["--from-snapshot", snap_s], &["/bin/true"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("corrupt snapshot"), "{}", bad.stderr);
+}

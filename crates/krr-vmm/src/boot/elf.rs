@@ -32,7 +32,7 @@ pub struct KernelImage {
 /// Parse `path` as an x86-64 ELF vmlinux.
 pub fn load_elf(path: &Path) -> Result<KernelImage, BootError> {
     let bad = |reason: String| BootError::BadKernel { path: path.to_owned(), reason };
-    let bytes = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
     let header = FileHeader64::<Endianness>::parse(&*bytes).map_err(|e| bad(format!("{e}")))?;
     let endian = header.endian().map_err(|e| bad(format!("{e}")))?;
     if header.e_machine(endian) != object::elf::EM_X86_64 {

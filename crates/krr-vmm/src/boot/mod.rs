@@ -20,8 +20,8 @@ use crate::layout::*;
 /// Why a guest could not be prepared for boot.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{}: {source}", path.display())]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {err}", path.display())]
+    Io { path: std::path::PathBuf, err: std::io::Error },
     #[error("{}: not a loadable x86-64 vmlinux: {reason}", path.display())]
     BadKernel { path: std::path::PathBuf, reason: String },
     #[error("guest memory {mem} MiB is too small: the kernel and initramfs need {need} MiB")]
@@ -124,7 +124,7 @@ pub fn plan(cfg: &BootConfig<'_>) -> Result<BootPlan, BootError> {
     let mem = cfg.mem_bytes & !0xfff;
     let mut initrd_at = None;
     if let Some(path) = cfg.initrd {
-        let data = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), source: e })?;
+        let data = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
         // Highest 2 MiB-aligned place that fits, above the kernel's image.
         let at = mem.saturating_sub(data.len() as u64) & !((2 << 20) - 1);
         if at < kernel.end || data.is_empty() && at == 0 {

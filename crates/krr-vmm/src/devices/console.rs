@@ -74,6 +74,11 @@ impl Console {
         }
     }
 
+    /// The guest is already past `Run /init` (a VM resumed from a snapshot taken at init).
+    pub fn set_init_seen(&self) {
+        self.lock().init_seen = true;
+    }
+
     /// Everything written so far.
     pub fn bytes(&self) -> Vec<u8> {
         self.lock().bytes.clone()

@@ -10,10 +10,14 @@ mod serial;
 use std::sync::Arc;
 
 pub use console::{Console, ConsoleEvent, Echo};
-pub use serial::SerialPort;
+pub use serial::{SerialPort, SerialSnapshot};
 
 /// Port the guest's init writes its exit status to (QEMU's isa-debug-exit uses the same port).
 pub const EXIT_PORT: u16 = 0xf4;
+/// The command port (guest/init/krr-port.h): a 32-bit read gives the length of the command, then
+/// 8-bit reads give its bytes (arguments, each NUL-terminated). The first read is the snapshot
+/// point: the guest's init is about to ask what to run.
+pub const CMD_PORT: u16 = 0xf5;
 /// COM1.
 pub const COM1_BASE: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
@@ -27,6 +31,13 @@ const CMOS_DATA: u16 = 0x71;
 pub trait IrqSink: Send + Sync {
     /// Pulse ISA interrupt `irq` (an edge).
     fn pulse(&self, irq: u32);
+}
+
+/// Saved device state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DevicesSnapshot {
+    pub serial: SerialSnapshot,
+    pub cmos_index: u8,
 }
 
 /// What a port write asked the VMM to do.
@@ -43,6 +54,8 @@ pub enum PortAction {
 pub struct Devices {
     serial: SerialPort,
     cmos_index: u8,
+    command: Vec<u8>,
+    command_pos: usize,
 }
 
 impl std::fmt::Debug for Devices {
@@ -53,7 +66,34 @@ impl std::fmt::Debug for Devices {
 
 impl Devices {
     pub fn new(console: Console, irq: Arc<dyn IrqSink>) -> Self {
-        Devices { serial: SerialPort::new(console, irq, COM1_IRQ), cmos_index: 0 }
+        Devices {
+            serial: SerialPort::new(console, irq, COM1_IRQ),
+            cmos_index: 0,
+            command: Vec::new(),
+            command_pos: 0,
+        }
+    }
+
+    /// The command the guest's init runs: its arguments (none: init falls back to the kernel
+    /// command line, then to a shell).
+    pub fn set_command(&mut self, args: &[String]) {
+        self.command.clear();
+        for a in args {
+            self.command.extend_from_slice(a.as_bytes());
+            self.command.push(0);
+        }
+        self.command_pos = 0;
+    }
+
+    /// Device state for snapshots (the command is not part of it: a restored VM gets a new one).
+    pub fn state(&self) -> DevicesSnapshot {
+        DevicesSnapshot { serial: self.serial.state(), cmos_index: self.cmos_index }
+    }
+
+    /// Restore what [`Devices::state`] saved.
+    pub fn set_state(&mut self, s: &DevicesSnapshot) {
+        self.serial.set_state(&s.serial);
+        self.cmos_index = s.cmos_index;
     }
 
     /// The console the serial port writes to.
@@ -70,6 +110,15 @@ impl Devices {
             I8042_COMMAND if size == 1 => 0,
             CMOS_DATA if size == 1 => 0,
             CMOS_INDEX if size == 1 => self.cmos_index as u32,
+            CMD_PORT if size == 4 => {
+                self.command_pos = 0;
+                self.command.len() as u32
+            }
+            CMD_PORT if size == 1 => {
+                let b = self.command.get(self.command_pos).copied().unwrap_or(0);
+                self.command_pos += 1;
+                b as u32
+            }
             _ => ones,
         }
     }
@@ -117,6 +166,12 @@ mod tests {
         assert_eq!(d.io_out(EXIT_PORT, 1, 7), PortAction::Exit(7));
         assert_eq!(d.io_out(I8042_COMMAND, 1, 0xfe), PortAction::Reset);
         assert_eq!(d.io_in(0x1234, 2), 0xffff);
+        // The command port: no command, then "a b" as two arguments.
+        assert_eq!(d.io_in(CMD_PORT, 4), 0);
+        d.set_command(&["a".into(), "b c".into()]);
+        assert_eq!(d.io_in(CMD_PORT, 4), 6);
+        let bytes: Vec<u8> = (0..6).map(|_| d.io_in(CMD_PORT, 1) as u8).collect();
+        assert_eq!(bytes, b"a\0b c\0");
         assert_eq!(d.io_in(0x1234, 4), u32::MAX);
         // LSR: transmitter empty.
         assert_ne!(d.io_in(COM1_BASE + 5, 1) & 0x20, 0);

@@ -52,7 +52,7 @@ pub struct Delivery {
 }
 
 /// The I/O APIC. `Clone + PartialEq` for snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IoApic {
     id: u32,
     ioregsel: u8,

@@ -156,7 +156,7 @@ pub enum LintAction {
 }
 
 /// One local APIC. `Clone + PartialEq` so the VMM can snapshot, restore and compare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalApic {
     /// The ID the APIC had at power-on; `reset` restores it.
     initial_id: u8,

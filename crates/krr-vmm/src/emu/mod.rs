@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, Platform, PlatformStop, RunExit, SegReg, Segment};
 
 use crate::boot::{BootPlan, FlatSegment};
-use crate::devices::{Devices, IrqSink, PortAction};
+use crate::devices::{Devices, DevicesSnapshot, IrqSink, PortAction, CMD_PORT};
 use crate::layout::{IOAPIC_ADDR, LAPIC_ADDR};
+use crate::snapshot::{decode_cpu, decode_memory, encode_cpu, encode_memory, SnapshotFile, SnapshotMeta};
 use ioapic::IoApic;
 use lapic::{LocalApic, APIC_BUS_HZ, TSC_HZ};
 use pit::Pit;
@@ -42,6 +43,9 @@ pub enum EmuStop {
     Failed(String),
     /// The caller's budget ran out (`run_for`).
     Budget,
+    /// The guest's init is about to read its command (the snapshot point), and the machine was
+    /// asked to stop there. The reading instruction has not executed.
+    SnapshotPoint,
 }
 
 /// Pulses raised by devices (the serial port), routed through the I/O APIC after each access.
@@ -73,6 +77,8 @@ struct Bus {
     now: u64,
     ipis: Vec<(usize, lapic::Ipi)>,
     stop: Option<EmuStop>,
+    /// Stop at the snapshot point instead of answering the command port.
+    stop_at_command: bool,
 }
 
 impl Bus {
@@ -139,6 +145,10 @@ fn stop(bus: &mut Bus, why: EmuStop) -> PlatformStop {
 impl Platform for CpuPlatform<'_> {
     fn io_in(&mut self, port: u16, size: u8) -> Result<u32, PlatformStop> {
         let now = self.bus.now;
+        if port == CMD_PORT && size == 4 && self.bus.stop_at_command {
+            self.bus.stop_at_command = false;
+            return Err(stop(self.bus, EmuStop::SnapshotPoint));
+        }
         let v = if PIT_PORTS.contains(&port) || port == PORT_61 {
             self.bus.pit.io_read(port, now) as u32
         } else {
@@ -391,6 +401,7 @@ impl EmuVm {
             now: 0,
             ipis: Vec::new(),
             stop: None,
+            stop_at_command: false,
         };
         Ok(EmuVm { mem, cpus, state, bus, instructions: 0 })
     }
@@ -488,6 +499,96 @@ impl EmuVm {
         }
     }
 
+    /// Stop with [`EmuStop::SnapshotPoint`] when the guest's init asks for its command.
+    pub fn stop_at_snapshot_point(&mut self) {
+        self.bus.stop_at_command = true;
+    }
+
+    /// The devices (to hand the guest its command).
+    pub fn devices_mut(&mut self) -> &mut Devices {
+        &mut self.bus.devices
+    }
+
+    /// The whole machine as a snapshot.
+    pub fn save(&self, mut meta: SnapshotMeta) -> SnapshotFile {
+        meta.backend = "emu".into();
+        meta.vcpus = self.cpus.len() as u32;
+        meta.mem_bytes = self.mem.size();
+        meta.instructions = self.instructions;
+        let mut f = SnapshotFile::default();
+        f.add(b"META", serde_json::to_vec(&meta).unwrap_or_default());
+        for (i, c) in self.cpus.iter().enumerate() {
+            f.add(&cpu_tag(i), encode_cpu(c));
+        }
+        let devs = EmuDevState {
+            lapics: self.bus.lapics.clone(),
+            ioapic: self.bus.ioapic.clone(),
+            pit: self.bus.pit.clone(),
+            devices: self.bus.devices.state(),
+            running: self.state.iter().map(|s| *s == RunState::Running).collect(),
+            now: self.bus.now,
+        };
+        f.add(b"DEVS", serde_json::to_vec(&devs).unwrap_or_default());
+        let mem = &self.mem;
+        f.add(
+            b"MEM ",
+            encode_memory(mem.size() / 4096, |pfn| {
+                mem.dump(pfn * 4096, 4096).unwrap_or_else(|| vec![0; 4096])
+            }),
+        );
+        f
+    }
+
+    /// Rebuild a machine from `file`, with fresh `devices` (whose console and IRQ queue it uses).
+    pub fn restore(
+        file: &SnapshotFile,
+        mut devices: Devices,
+        irqs: Arc<PendingIrqs>,
+    ) -> Result<(Self, SnapshotMeta), String> {
+        let section = |tag: &[u8; 4]| {
+            file.get(tag).ok_or_else(|| format!("no {:?} section", String::from_utf8_lossy(tag)))
+        };
+        let meta: SnapshotMeta =
+            serde_json::from_slice(section(b"META")?).map_err(|e| format!("META: {e}"))?;
+        if meta.backend != "emu" {
+            return Err(format!(
+                "the snapshot is of a {} VM; only emu snapshots can be resumed here",
+                meta.backend
+            ));
+        }
+        let devs: EmuDevState =
+            serde_json::from_slice(section(b"DEVS")?).map_err(|e| format!("DEVS: {e}"))?;
+        if devs.lapics.len() != meta.vcpus as usize || devs.running.len() != meta.vcpus as usize {
+            return Err("device state does not match the vCPU count".into());
+        }
+        let mut mem = FlatMemory::new(meta.mem_bytes);
+        decode_memory(section(b"MEM ")?, meta.mem_bytes, |pfn, page| mem.load(pfn * 4096, page))?;
+        let mut cpus = Vec::new();
+        for i in 0..meta.vcpus as usize {
+            let mut cpu = Cpu::new();
+            cpu.features.rdrand = false;
+            cpu.features.rdseed = false;
+            decode_cpu(&mut cpu, section(&cpu_tag(i))?)?;
+            cpus.push(cpu);
+        }
+        devices.set_state(&devs.devices);
+        let state =
+            devs.running.iter().map(|r| if *r { RunState::Running } else { RunState::WaitForSipi }).collect();
+        let bus = Bus {
+            lapics: devs.lapics,
+            ioapic: devs.ioapic,
+            pit: devs.pit,
+            devices,
+            irqs,
+            now: devs.now,
+            ipis: Vec::new(),
+            stop: None,
+            stop_at_command: false,
+        };
+        let instructions = meta.instructions;
+        Ok((EmuVm { mem, cpus, state, bus, instructions }, meta))
+    }
+
     /// Virtual time (TSC) now.
     pub fn now(&self) -> u64 {
         self.bus.now
@@ -497,6 +598,23 @@ impl EmuVm {
     pub fn memory(&self) -> &FlatMemory {
         &self.mem
     }
+}
+
+fn cpu_tag(i: usize) -> [u8; 4] {
+    let d = format!("{:03}", i.min(999));
+    let b = d.as_bytes();
+    [b'C', b[0], b[1], b[2]]
+}
+
+/// Everything but CPUs and memory, as a snapshot stores it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EmuDevState {
+    lapics: Vec<LocalApic>,
+    ioapic: IoApic,
+    pit: Pit,
+    devices: DevicesSnapshot,
+    running: Vec<bool>,
+    now: u64,
 }
 
 /// An IRQ sink for the devices of an emulated machine, and the queue to give [`EmuVm::new`].

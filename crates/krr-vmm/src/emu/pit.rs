@@ -29,7 +29,7 @@ pub fn tsc_at_tick(tick: u64) -> u64 {
 }
 
 /// One counter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Channel {
     /// 0..=5.
     mode: u8,
@@ -368,7 +368,7 @@ impl Channel {
 }
 
 /// The PIT and port 0x61. `Clone + PartialEq` for snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pit {
     channels: [Channel; 3],
     /// Port 0x61 bits 0-3 (gate 2, speaker enable, parity/IOCHK enables).

@@ -24,16 +24,16 @@ use crate::devices::{Devices, IrqSink, PortAction};
 pub enum KvmError {
     #[error("KVM is not available ({0}); use --accel emu")]
     NoKvm(String),
-    #[error("KVM: {what}: {source}")]
-    Ioctl { what: &'static str, source: kvm_ioctls::Error },
-    #[error("cannot allocate {size} MiB of guest memory: {source}")]
-    Memory { size: u64, source: std::io::Error },
+    #[error("KVM: {what}: {err}")]
+    Ioctl { what: &'static str, err: kvm_ioctls::Error },
+    #[error("cannot allocate {size} MiB of guest memory: {err}")]
+    Memory { size: u64, err: std::io::Error },
     #[error("boot data at {0:#x} does not fit in guest memory")]
     BootWrite(u64),
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
-    move |source| KvmError::Ioctl { what, source }
+    move |err| KvmError::Ioctl { what, err }
 }
 
 /// Why a vCPU thread stopped.
@@ -117,7 +117,7 @@ impl KvmVm {
         vm.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
 
         let mut ram = GuestRam::new(mem_bytes as usize)
-            .map_err(|e| KvmError::Memory { size: mem_bytes >> 20, source: e })?;
+            .map_err(|e| KvmError::Memory { size: mem_bytes >> 20, err: e })?;
         for (gpa, data) in &plan.writes {
             if !ram.write(*gpa, data) {
                 return Err(KvmError::BootWrite(*gpa));
@@ -169,7 +169,7 @@ impl KvmVm {
             let msrs = Msrs::from_entries(&[kvm_msr_entry { index: 0x1a0, data: 1, ..Default::default() }])
                 .map_err(|_| KvmError::Ioctl {
                 what: "MSR list",
-                source: kvm_ioctls::Error::new(libc::EINVAL),
+                err: kvm_ioctls::Error::new(libc::EINVAL),
             })?;
             vcpu.set_msrs(&msrs).map_err(ioctl("KVM_SET_MSRS"))?;
             let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };

@@ -15,7 +15,14 @@ use krr_vmm::{Accel, ExitReason, VmConfig};
 pub struct RunArgs {
     #[command(flatten)]
     pub vm: VmArgs,
-    /// The command to run in the guest (default: an interactive-less /bin/sh -c true).
+    /// Boot, stop where the guest's init asks for its command, save the whole VM to FILE and
+    /// exit (emu backend). Resume it with --from-snapshot.
+    #[arg(long, value_name = "FILE", conflicts_with = "from_snapshot")]
+    pub save_snapshot: Option<PathBuf>,
+    /// Resume a VM saved with --save-snapshot and run CMD in it, skipping the boot (emu backend).
+    #[arg(long, value_name = "FILE")]
+    pub from_snapshot: Option<PathBuf>,
+    /// The command to run in the guest (none: an interactive shell on the console).
     #[arg(last = true)]
     pub cmd: Vec<String>,
 }
@@ -82,13 +89,12 @@ impl VmArgs {
                 (dir.join("vmlinux"), Some(i.clone().unwrap_or_else(|| dir.join("initramfs.cpio"))))
             }
         };
+        // The command reaches the guest's init through the command port, not the kernel command
+        // line, so one boot (and one snapshot) serves every command.
         let mut cmdline = BASE_CMDLINE.to_string();
         if !self.append.is_empty() {
             cmdline.push(' ');
             cmdline.push_str(&self.append);
-        }
-        if !cmd.is_empty() {
-            cmdline.push_str(&guest_command(cmd));
         }
         Ok(VmConfig {
             accel,
@@ -99,48 +105,23 @@ impl VmArgs {
             cmdline,
             echo: if self.quiet { Echo::AfterInit } else { Echo::Everything },
             timeout: self.timeout.map(Duration::from_secs),
+            command: cmd.to_vec(),
+            save_snapshot: None,
+            from_snapshot: None,
         })
     }
 }
 
-/// The command-line text that makes the guest's `/init` run `cmd` (guest/README.md): plain
-/// ` -- ARGS` when every argument survives the kernel's parsing as is, else `krr.argv=BASE64` of
-/// the NUL-terminated arguments, which carries any bytes.
-fn guest_command(cmd: &[String]) -> String {
-    let plain = cmd.iter().all(|a| {
-        !a.is_empty() && a != "--" && !a.contains(|c: char| c.is_whitespace() || c == '"' || c.is_control())
-    });
-    if plain && cmd.len() < 24 {
-        return format!(" -- {}", cmd.join(" "));
-    }
-    let mut raw = Vec::new();
-    for a in cmd {
-        raw.extend_from_slice(a.as_bytes());
-        raw.push(0);
-    }
-    format!(" krr.argv={}", base64(&raw))
-}
-
-/// Standard base64 with padding.
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = args.vm.config(&args.cmd)?;
+    cfg.save_snapshot = args.save_snapshot.clone();
+    cfg.from_snapshot = args.from_snapshot.clone();
+    if cfg.save_snapshot.is_some() || cfg.from_snapshot.is_some() {
+        // Snapshots are an emu feature; `auto` means emu for them.
+        if cfg.accel == Accel::Auto {
+            cfg.accel = Accel::Emu;
         }
     }
-    out
-}
-
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.vm.config(&args.cmd)?;
     let out = krr_vmm::vm::run(&cfg)?;
     let secs = out.elapsed.as_secs_f64();
     let init = out.to_init.map(|d| format!(", Run /init after {:.1} s", d.as_secs_f64())).unwrap_or_default();
@@ -153,7 +134,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         String::new()
     };
-    let how = format!("accel {} ({}), {secs:.1} s{init}{insns}", out.accel.name(), out.accel_why);
+    let restored = out
+        .restore_time
+        .map(|d| format!(", snapshot restored in {:.0} ms", d.as_secs_f64() * 1e3))
+        .unwrap_or_default();
+    let how = format!("accel {} ({}), {secs:.1} s{init}{restored}{insns}", out.accel.name(), out.accel_why);
     Ok(match out.reason {
         ExitReason::Exited(code) => {
             eprintln!("krr run: workload exited with status {code}; {how}");
@@ -171,6 +156,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("krr run: timed out; {how}");
             ExitCode::from(124)
         }
+        ExitReason::SnapshotSaved { path, bytes } => {
+            eprintln!(
+                "krr run: saved the VM at the guest's init to {} ({} KiB); {how}",
+                path.display(),
+                bytes >> 10
+            );
+            ExitCode::SUCCESS
+        }
         ExitReason::KvmCannotRunUserSpace => {
             eprintln!(
                 "krr run: the kernel reached Run /init, but this host's KVM cannot run the guest's user space \
@@ -184,16 +177,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn guest_commands() {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(guest_command(&v(&["/bin/nproc"])), " -- /bin/nproc");
-        assert_eq!(guest_command(&v(&["sh", "-c", "exit 7"])), " krr.argv=c2gALWMAZXhpdCA3AA==");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64(b"a"), "YQ==");
-    }
 
     #[test]
     fn sizes() {
