@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo of what krr does today (see README "Status"): the guest that krr will record, booted
-# under QEMU as a cross-check, and krr's trace tooling on a synthetic trace.
+# The demo (README "Quick start"): what this host offers, a Linux guest booting under krr's VMM and
+# running a workload, a snapshot of the booted guest resumed with another command, and krr's trace
+# tooling on a synthetic trace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -8,22 +9,23 @@ step() { printf '\n==> %s\n' "$*"; }
 krr=target/release/krr
 [ -x "$krr" ] || cargo build --release -p krr
 
-if [ -x guest/build.sh ]; then
-    out="$(guest/build.sh | tail -n 1)"
-    step "guest: $out"
-    if [ -x guest/qemu-check.sh ]; then
-        step "booting the guest under QEMU (cross-check until krr's VMM lands): /bin/hello"
-        guest/qemu-check.sh /bin/hello
-    fi
-    if "$krr" emu-coverage "$out/vmlinux" >/tmp/krr-emu-coverage.txt 2>&1; then
-        step "krr-emu static coverage of the guest kernel"
-        tail -n 1 /tmp/krr-emu-coverage.txt
-    fi
-fi
+step "krr doctor: what this host offers"
+"$krr" doctor
 
-step "a synthetic trace, written by krr-trace and read back by krr dump"
+step "krr guest build (cached)"
+"$krr" guest build | tail -n 1
+
+step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
+"$krr" run -- /bin/hello
+
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+step "krr run --accel emu --save-snapshot: boot once, save the VM where init asks for its command"
+"$krr" run --quiet --accel emu --save-snapshot "$tmp/init.snap"
+step "krr run --from-snapshot ... -- /bin/forkexec   (no boot)"
+"$krr" run --quiet --from-snapshot "$tmp/init.snap" -- /bin/forkexec
+
+step "a synthetic trace, written by krr-trace and read back by krr dump"
 cargo run -q --release -p krr-trace --example sample_trace -- "$tmp/trace"
-"$krr" dump "$tmp/trace"
+"$krr" dump "$tmp/trace" | head -n 14
 "$krr" dump "$tmp/trace" --stats
