@@ -82,12 +82,107 @@ impl Ctx<'_> {
             Mode::Long64 => self.deliver_long(e, kind, ret_rip),
             Mode::Real => self.deliver_real(e, ret_rip),
             _ if self.cpu.efer & crate::cpu::cr::EFER_LMA != 0 => self.deliver_long(e, kind, ret_rip),
-            _ => Err(EmuError::Unsupported {
-                rip: self.start_rip,
-                what: "interrupt delivery in 32-bit protected mode",
-            }
-            .into()),
+            _ => self.deliver_protected(e, kind, ret_rip),
         }
+    }
+
+    /// Legacy protected mode: 8-byte 32-bit interrupt/trap gates, stack switch through a
+    /// 32-bit TSS on a privilege change. Task gates, 16-bit gates and VM86 are not modelled.
+    fn deliver_protected(&mut self, e: Exception, kind: EventKind, ret_rip: u64) -> ExResult {
+        let rip = self.start_rip;
+        let unsupported = move |what| -> crate::error::Fault { EmuError::Unsupported { rip, what }.into() };
+        if self.cpu.rflags & flags::VM != 0 {
+            return Err(unsupported("interrupt delivery in virtual-8086 mode"));
+        }
+        let ext = Self::ext(kind);
+        let v = u64::from(e.vector);
+        let idt_err = u32::from(e.vector) * 8 + 2 + ext;
+        if v * 8 + 7 > u64::from(self.cpu.idtr.limit) {
+            return Err(Exception::gp(idt_err).into());
+        }
+        let gate = self.sys_read_u64(self.cpu.idtr.base.wrapping_add(v * 8))?;
+        let typ = (gate >> 40) & 0xf;
+        let gate_dpl = ((gate >> 45) & 3) as u8;
+        match typ {
+            0xe | 0xf => {}
+            0x5..=0x7 => return Err(unsupported("task or 16-bit interrupt gate")),
+            _ => return Err(Exception::gp(idt_err).into()),
+        }
+        let cpl = self.cpu.cpl();
+        if matches!(kind, EventKind::SoftwareInt | EventKind::SoftwareException) && gate_dpl < cpl {
+            return Err(Exception::gp(idt_err).into());
+        }
+        if gate & (1 << 47) == 0 {
+            return Err(Exception::np(idt_err).into());
+        }
+        let target = (gate & 0xffff) | ((gate >> 32) & 0xffff_0000);
+        let cs_sel = ((gate >> 16) & 0xffff) as u16;
+        if cs_sel & 0xfffc == 0 {
+            return Err(Exception::gp(ext).into());
+        }
+        let cs = Segment::from_descriptor(cs_sel, self.read_descriptor(cs_sel, ext)?);
+        if !cs.is_code() || cs.dpl > cpl {
+            return Err(Exception::gp(u32::from(cs_sel & 0xfffc) | ext).into());
+        }
+        if !cs.present {
+            return Err(Exception::np(u32::from(cs_sel & 0xfffc) | ext).into());
+        }
+        let new_cpl = cs.dpl;
+        let old_ss = self.cpu.seg[SegReg::Ss as usize];
+        let old_esp = self.cpu.gpr[4];
+        let mut frame: Vec<u32> = Vec::with_capacity(6);
+        let (new_ss, mut esp) = if new_cpl < cpl {
+            let off = 4 + u64::from(new_cpl) * 8;
+            if off + 5 > u64::from(self.cpu.tr.limit) {
+                return Err(
+                    Exception::with_code(vector::TS, u32::from(self.cpu.tr.selector & 0xfffc) | ext).into()
+                );
+            }
+            let ent = self.sys_read_u64(self.cpu.tr.base.wrapping_add(off))?;
+            let ss_sel = ((ent >> 32) & 0xffff) as u16;
+            let ss = Segment::from_descriptor(ss_sel, self.read_descriptor(ss_sel, ext)?);
+            if ss_sel & 0xfffc == 0
+                || (ss_sel & 3) as u8 != new_cpl
+                || ss.dpl != new_cpl
+                || !ss.s
+                || ss.typ & 0xa != 2
+            {
+                return Err(Exception::with_code(vector::TS, u32::from(ss_sel & 0xfffc) | ext).into());
+            }
+            frame.push(u32::from(old_ss.selector));
+            frame.push(old_esp as u32);
+            (ss, ent & 0xffff_ffff)
+        } else {
+            (old_ss, old_esp)
+        };
+        frame.push(self.cpu.rflags as u32 | if kind == EventKind::Fault { flags::RF as u32 } else { 0 });
+        frame.push(u32::from(self.cpu.seg[SegReg::Cs as usize].selector));
+        frame.push(ret_rip as u32);
+        if let Some(code) = e.error_code {
+            frame.push(code);
+        }
+        let mask = if new_ss.db { 0xffff_ffff } else { 0xffff };
+        let prv = if new_cpl == 3 { Priv::User } else { Priv::SupImplicit };
+        let mut writes = Vec::with_capacity(frame.len());
+        for x in &frame {
+            esp = esp.wrapping_sub(4) & mask;
+            let lin = new_ss.base.wrapping_add(esp) & 0xffff_ffff;
+            self.translate(lin, Access::Write, prv)?;
+            writes.push((lin, *x));
+        }
+        for (lin, x) in writes {
+            self.lin_write(lin, &x.to_le_bytes(), prv)?;
+        }
+        self.cpu.seg[SegReg::Ss as usize] = new_ss;
+        self.cpu.gpr[4] = if new_ss.db { esp } else { (old_esp & !0xffff) | esp };
+        self.cpu.seg[SegReg::Cs as usize] =
+            Segment { selector: (cs_sel & 0xfffc) | u16::from(new_cpl), dpl: new_cpl, ..cs };
+        self.cpu.rip = target;
+        self.cpu.rflags &= !(flags::TF | flags::NT | flags::RF | flags::VM);
+        if typ == 0xe {
+            self.cpu.rflags &= !flags::IF;
+        }
+        Ok(())
     }
 
     fn deliver_real(&mut self, e: Exception, ret_rip: u64) -> ExResult {

@@ -331,7 +331,8 @@ impl Ctx<'_> {
         let rip = self.cpu.rip;
         let lin =
             if long { rip } else { self.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip) & 0xffff_ffff };
-        let user = self.cpu.cpl() == 3;
+        // CS.dpl is the CPL in every mode krr-emu runs (0 in real mode; VM86 is unsupported).
+        let user = self.cpu.seg[SegReg::Cs as usize].dpl == 3;
         let prv = if user { Priv::User } else { Priv::Sup };
         let key = (lin >> 12) | (u64::from(user) << 63);
         let phys = if self.cpu.tlb.fetch.0 == key {

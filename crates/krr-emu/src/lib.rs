@@ -48,8 +48,8 @@
 //! AVX/AVX-512 and other VEX/EVEX encodings, SSE3+ (PALIGNR, PCMPISTRI, ...), packed SSE
 //! floating point and SQRT, scalar SSE arithmetic outside the default MXCSR environment or
 //! with a possibly underflowing result, x87 arithmetic, MMX forms, XSAVE family, FSGSBASE
-//! instructions, MONITOR/MWAIT, task switches, call gates, virtual-8086 mode, interrupt
-//! delivery and IRET in 32-bit protected mode, legacy (non-long-mode) paging, hardware
+//! instructions, MONITOR/MWAIT, task switches, task and 16-bit interrupt gates, call gates,
+//! virtual-8086 mode, legacy (non-long-mode) paging, hardware
 //! breakpoints (DR7 is stored, never armed), alignment checking (#AC).
 
 //! # Design

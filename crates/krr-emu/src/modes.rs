@@ -3,9 +3,10 @@
 //! checks, and far control transfers.
 //!
 //! The decoder bitness follows `Cpu::mode()`; linear address formation (canonical checks in
-//! 64-bit mode, limits otherwise) is `Ctx::linear` in `paging.rs`. Real mode covers what Linux's SMP trampoline and `verify_cpu` execute;
-//! virtual-8086 mode, task switches and call gates are not implemented (they stop with
-//! `EmuError::Unsupported`), and interrupt delivery works in real and long mode only.
+//! 64-bit mode, limits otherwise) is `Ctx::linear` in `paging.rs`. Real mode covers what
+//! Linux's SMP trampoline and `verify_cpu` execute; interrupts are delivered in real mode
+//! (IVT), legacy protected mode (32-bit gates) and long mode. Virtual-8086 mode, task
+//! switches, task/16-bit gates and call gates stop with `EmuError::Unsupported`.
 
 use crate::cpu::{flags, Mode, SegReg, Segment};
 use crate::error::{EmuError, ExResult, Exception};
@@ -237,5 +238,48 @@ mod tests {
         run_until_hlt(&mut cpu, &mut mem, &mut SimplePlatform::new());
         assert_eq!(cpu.gpr[1] & 0xffff, 0x55);
         assert_eq!(cpu.gpr[4] & 0xffff, 0x800);
+    }
+
+    #[test]
+    fn protected_mode_interrupts_and_iret() {
+        let mut mem = machine_memory();
+        // 32-bit IDT at 0x9000: vector 0x40 -> 0x08:0xa100, vector 0 (#DE) -> 0x08:0xa200.
+        let gate = |off: u64| (off & 0xffff) | (0x08 << 16) | (0x8eu64 << 40) | ((off >> 16) << 48);
+        write_u64(&mut mem, 0x9000 + 0x40 * 8, gate(0xa100));
+        write_u64(&mut mem, 0x9000, gate(0xa200));
+        let main = asm(32, 0xa000, |a| {
+            a.mov(esp, 0x7_0000)?;
+            a.int(0x40)?;
+            a.mov(ecx, ebx)?;
+            a.xor(esi, esi)?;
+            a.div(esi)?; // #DE: handler skips the 2-byte DIV
+            a.hlt()
+        });
+        let h40 = asm(32, 0xa100, |a| {
+            a.mov(ebx, 0x77)?;
+            a.iretd()
+        });
+        let hde = asm(32, 0xa200, |a| {
+            a.mov(edx, dword_ptr(esp))?; // saved EIP
+            a.add(dword_ptr(esp), 2)?;
+            a.mov(edi, 0xde)?;
+            a.iretd()
+        });
+        assert!(mem.load(0xa000, &main) && mem.load(0xa100, &h40) && mem.load(0xa200, &hde));
+        let mut cpu = Cpu::new();
+        cpu.cr0 |= cr::CR0_PE;
+        cpu.gdtr = crate::cpu::DescriptorTable { base: GDT, limit: 0x4f };
+        cpu.idtr = crate::cpu::DescriptorTable { base: 0x9000, limit: 0x7ff };
+        cpu.seg[SegReg::Cs as usize] = crate::Segment::from_descriptor(0x08, 0x00cf_9b00_0000_ffff);
+        for s in [SegReg::Ss, SegReg::Ds, SegReg::Es] {
+            cpu.seg[s as usize] = crate::Segment::from_descriptor(0x18, 0x00cf_9300_0000_ffff);
+        }
+        cpu.rip = 0xa000;
+        assert_eq!(cpu.mode(), Mode::Protected32);
+        run_until_hlt(&mut cpu, &mut mem, &mut SimplePlatform::new());
+        assert_eq!(cpu.gpr[1], 0x77, "INT 0x40 handler ran and IRETD returned");
+        assert_eq!(cpu.gpr[7], 0xde);
+        assert_eq!(cpu.gpr[2], 0xa000 + 5 + 2 + 2 + 2, "#DE pushed the EIP of the DIV");
+        assert_eq!(cpu.gpr[4], 0x7_0000);
     }
 }

@@ -670,6 +670,26 @@ mod tests {
         assert_eq!(pf_code(&cpu, &mem), u64::from(pf::P));
     }
 
+    #[test]
+    fn non_ram_goes_to_the_platform_as_mmio() {
+        // LAPIC-like page above RAM (16 MiB), mapped uncached at PAGE_A.
+        let (mut cpu, mut mem) = prepare(|a| {
+            a.mov(dword_ptr(PAGE_A + 0xb0), 0x1234)?; // EOI-style write
+            a.mov(eax, dword_ptr(PAGE_A + 0x20))?; // ID-style read
+            a.mov(rbx, qword_ptr(PAGE_A - 4))?; // straddles RAM and MMIO
+            Ok(())
+        });
+        map_4k(&mut mem, PAGE_A, 0xfee0_0000, 0x13);
+        map_4k(&mut mem, PAGE_A - 0x1000, PHYS_1, 0x3);
+        write_u64(&mut mem, PHYS_1 + 0xff8, 0x1122_3344_5566_7788);
+        let mut p = SimplePlatform::new();
+        run_until_hlt(&mut cpu, &mut mem, &mut p);
+        assert_eq!(cpu.gpr[15], NO_EXCEPTION);
+        assert_eq!(p.mmio_writes, vec![(0xfee0_00b0, vec![0x34, 0x12, 0, 0])]);
+        assert_eq!(cpu.gpr[0], 0xffff_ffff, "SimplePlatform MMIO reads as all-ones");
+        assert_eq!(cpu.gpr[3], 0xffff_ffff_1122_3344, "low half from RAM, high half from MMIO");
+    }
+
     trait IntoU64 {
         fn into_u64(self) -> (u64, u64);
     }

@@ -85,9 +85,14 @@ impl SnapshotFile {
 
     /// Read and check `path`.
     pub fn read(path: &Path) -> Result<Self, SnapshotError> {
+        let f = std::fs::File::open(path).map_err(|e| SnapshotError::Io { path: path.to_owned(), err: e })?;
+        Self::from_reader(std::io::BufReader::new(f), path)
+    }
+
+    /// Parse and check a snapshot from `f`; `path` names it in errors.
+    pub fn from_reader(mut f: impl Read, path: &Path) -> Result<Self, SnapshotError> {
         let io = |e| SnapshotError::Io { path: path.to_owned(), err: e };
         let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_owned(), reason };
-        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
         let mut head = [0u8; 16];
         f.read_exact(&mut head).map_err(|_| SnapshotError::BadMagic { path: path.to_owned() })?;
         if &head[..8] != MAGIC {

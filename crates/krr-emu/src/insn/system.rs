@@ -372,10 +372,8 @@ fn iret_inner(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         ctx.cpu.rflags = (ctx.cpu.rflags & !0xffff) | (fl & 0x7fd5) | flags::FIXED;
         return Ok(());
     }
-    if ctx.cpu.rflags & flags::NT != 0 || ctx.cpu.efer & cr::EFER_LMA == 0 {
-        return Err(
-            EmuError::Unsupported { rip: ctx.start_rip, what: "IRET outside long mode or with NT" }.into()
-        );
+    if ctx.cpu.rflags & flags::NT != 0 {
+        return Err(EmuError::Unsupported { rip: ctx.start_rip, what: "IRET with NT (task return)" }.into());
     }
     let osz = match i.code() {
         Code::Iretq => 8,
@@ -402,7 +400,7 @@ fn iret_inner(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     if !cs.present {
         return Err(Exception::np(u32::from(cs_sel & 0xfffc)).into());
     }
-    let target_long = cs.l;
+    let target_long = cs.l && ctx.cpu.efer & cr::EFER_LMA != 0;
     if target_long && !is_canonical(new_rip) {
         return Err(Exception::gp(0).into());
     }
