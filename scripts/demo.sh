@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo (README "Quick start"): what this host offers, a Linux guest booting under krr's VMM and
-# running a workload, a snapshot of the booted guest resumed with another command, and krr's trace
-# tooling on a synthetic trace.
+# The demo (README "Quick start"): what this host offers, krr's trace tooling on a synthetic trace,
+# a snapshot of the booted guest resumed with a workload, and last a Linux guest booting under
+# krr's VMM and running /bin/hello (the demo's exit status is the workload's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -15,9 +15,6 @@ step "krr doctor: what this host offers"
 step "krr guest build (cached)"
 "$krr" guest build | tail -n 1
 
-step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
-"$krr" run -- /bin/hello
-
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 step "krr run --accel emu --save-snapshot: boot once, save the VM where init asks for its command"
@@ -27,5 +24,8 @@ step "krr run --from-snapshot ... -- /bin/forkexec   (no boot)"
 
 step "a synthetic trace, written by krr-trace and read back by krr dump"
 cargo run -q --release -p krr-trace --example sample_trace -- "$tmp/trace"
-"$krr" dump "$tmp/trace" | head -n 14
+"$krr" dump "$tmp/trace"
 "$krr" dump "$tmp/trace" --stats
+
+step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
+"$krr" run -- /bin/hello
