@@ -49,6 +49,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
+            // `krr dump ... | head`: the reader went away, which is not an error worth a message.
+            let broken_pipe = err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             // One line: the error and its causes, outermost first.
             eprintln!("krr: {err:#}");
             ExitCode::FAILURE
