@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::boot::{plan, BootConfig, BootError, BootPlan};
+use crate::devices::DevicesSnapshot;
 use crate::devices::{Console, ConsoleEvent, Devices, Echo};
 use crate::emu::{emu_irq_sink, EmuStop, EmuVm};
-use crate::kvm::{irq_sink, kick, KvmError, KvmVm, VcpuStop};
+use crate::kvm::{irq_sink, KvmError, KvmVm, KvmVmState, StoppedVm, VcpuStop};
 use crate::probe::{probe_kvm, ProbeError};
-use crate::snapshot::{SnapshotFile, SnapshotMeta};
+use crate::snapshot::{decode_memory, encode_memory, SnapshotFile, SnapshotMeta};
 
 /// Which CPU backend runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub struct VmConfig {
     pub save_snapshot: Option<PathBuf>,
     /// Resume this snapshot instead of booting.
     pub from_snapshot: Option<PathBuf>,
+    /// Testing aid (kvm): save the snapshot when the console shows this text, instead of at the
+    /// snapshot point, so KVM save/restore can be exercised on hosts whose KVM never reaches init.
+    pub snapshot_on_console: Option<String>,
 }
 
 /// How a run ended.
@@ -102,8 +106,6 @@ pub enum VmError {
     Emu(String),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
-    #[error("snapshots are implemented for the emu backend only (use --accel emu)")]
-    SnapshotNeedsEmu,
     #[error("vCPU {vcpu}: {msg}")]
     Vcpu { vcpu: u32, msg: String },
     #[error("cannot start vCPU threads: {0}")]
@@ -139,6 +141,16 @@ pub fn choose_accel(accel: Accel) -> (Accel, String, Option<crate::probe::KvmRep
 
 /// Boot and run the guest until it ends.
 pub fn run(cfg: &VmConfig) -> Result<RunOutcome, VmError> {
+    // A snapshot resumes on the backend that saved it.
+    if let Some(path) = &cfg.from_snapshot {
+        let file = SnapshotFile::read(path)?;
+        let meta: SnapshotMeta = serde_json::from_slice(file.get(b"META").unwrap_or_default())
+            .map_err(|e| VmError::Emu(format!("{}: META: {e}", path.display())))?;
+        return match meta.backend.as_str() {
+            "kvm" => run_kvm(cfg, "resuming a kvm snapshot".into(), None),
+            _ => run_emu(cfg, "resuming an emu snapshot".into()),
+        };
+    }
     let (accel, accel_why, report) = choose_accel(cfg.accel);
     match accel {
         Accel::Kvm => run_kvm(cfg, accel_why, report),
@@ -284,30 +296,64 @@ fn run_kvm(
     let user_space_ok = report.as_ref().is_none_or(|r| r.syscall_enters_ring0);
     let mut cmdline = cfg.cmdline.clone();
     if report.as_ref().is_some_and(|r| !r.ring0_native()) {
-        cmdline = match cmdline.split_once(" -- ") {
-            Some((kernel, init)) => format!("{kernel} krr.no_int3_selftest -- {init}"),
-            None => format!("{cmdline} krr.no_int3_selftest"),
-        };
+        cmdline = format!("{cmdline} krr.no_int3_selftest");
     }
     let start = Instant::now();
-    let plan = boot_plan(cfg, &cmdline)?;
-    let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
     let console = Console::new(cfg.echo);
+    let (vm, meta, saved_devices, restore_time) = match &cfg.from_snapshot {
+        Some(path) => {
+            let file = SnapshotFile::read(path)?;
+            let (vm, meta, devs) =
+                restore_kvm(&file).map_err(|e| VmError::Emu(format!("{}: {e}", path.display())))?;
+            console.set_init_seen();
+            (vm, meta, Some(devs), Some(start.elapsed()))
+        }
+        None => {
+            let plan = boot_plan(cfg, &cmdline)?;
+            let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
+            let meta = SnapshotMeta {
+                backend: "kvm".into(),
+                vcpus: cfg.vcpus,
+                mem_bytes: cfg.mem_bytes,
+                cmdline: cmdline.clone(),
+                kernel_build_id: plan.kernel.build_id.clone(),
+                instructions: 0,
+            };
+            (vm, meta, None, None)
+        }
+    };
     let mut devices = Devices::new(console.clone(), irq_sink(&vm));
+    if let Some(d) = &saved_devices {
+        devices.set_state(d);
+    }
     devices.set_command(&cfg.command);
+    if cfg.save_snapshot.is_some() && cfg.snapshot_on_console.is_none() {
+        devices.request_snapshot();
+    }
     let devices = Arc::new(Mutex::new(devices));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = channel();
-    let handles = vm.start(devices, stop.clone(), tx).map_err(VmError::Threads)?;
+    let running = vm.start(devices.clone(), stop.clone(), tx).map_err(VmError::Threads)?;
 
     let mut watch = ConsoleWatch::new(!user_space_ok);
+    let mut snapshot = false;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok((_, VcpuStop::Exit(code))) => break Ok(ExitReason::Exited(code)),
             Ok((_, VcpuStop::Reset | VcpuStop::Shutdown)) => break Ok(ExitReason::Reset),
             Ok((vcpu, VcpuStop::Failed(msg))) => break Err(VmError::Vcpu { vcpu, msg }),
+            Ok((_, VcpuStop::SnapshotPoint)) => {
+                snapshot = true;
+                break Ok(ExitReason::Reset);
+            }
             Ok((_, VcpuStop::Kicked)) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(ExitReason::Reset),
+        }
+        if let Some(text) = &cfg.snapshot_on_console {
+            if String::from_utf8_lossy(&console.bytes()).contains(text.as_str()) {
+                snapshot = true;
+                break Ok(ExitReason::Reset);
+            }
         }
         if let Some(r) = watch.check(&console) {
             break Ok(r);
@@ -317,13 +363,15 @@ fn run_kvm(
         }
     };
     stop.store(true, Ordering::Release);
-    for h in &handles {
-        kick::kick(h);
+    let stopped = running.stop();
+    let mut reason = result?;
+    if snapshot {
+        let path = cfg.save_snapshot.clone().unwrap_or_default();
+        let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
+        save_kvm(&stopped, meta, &devs, &path)?;
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        reason = ExitReason::SnapshotSaved { path, bytes };
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    let reason = result?;
     Ok(RunOutcome {
         reason,
         accel: Accel::Kvm,
@@ -332,6 +380,50 @@ fn run_kvm(
         elapsed: start.elapsed(),
         to_init: watch.to_init,
         instructions: 0,
-        restore_time: None,
+        restore_time,
     })
+}
+
+/// Write a stopped KVM VM to `path`.
+fn save_kvm(
+    vm: &StoppedVm,
+    meta: SnapshotMeta,
+    devices: &DevicesSnapshot,
+    path: &std::path::Path,
+) -> Result<(), VmError> {
+    let state = vm.state()?;
+    let mut f = SnapshotFile::default();
+    f.add(b"META", serde_json::to_vec(&meta).unwrap_or_default());
+    f.add(b"KVMS", serde_json::to_vec(&state).map_err(|e| VmError::Emu(format!("KVM state: {e}")))?);
+    f.add(b"DEVS", serde_json::to_vec(devices).unwrap_or_default());
+    let ram = &vm.ram;
+    f.add(
+        b"MEM ",
+        encode_memory(ram.size() as u64 / 4096, |pfn| {
+            let mut page = vec![0u8; 4096];
+            ram.read(pfn * 4096, &mut page);
+            page
+        }),
+    );
+    f.write(path)?;
+    Ok(())
+}
+
+/// Rebuild a KVM VM from a snapshot file.
+fn restore_kvm(file: &SnapshotFile) -> Result<(KvmVm, SnapshotMeta, DevicesSnapshot), String> {
+    let section =
+        |tag: &[u8; 4]| file.get(tag).ok_or_else(|| format!("no {:?} section", String::from_utf8_lossy(tag)));
+    let meta: SnapshotMeta = serde_json::from_slice(section(b"META")?).map_err(|e| format!("META: {e}"))?;
+    if meta.backend != "kvm" {
+        return Err(format!("the snapshot is of a {} VM, not a kvm one", meta.backend));
+    }
+    let state: KvmVmState = serde_json::from_slice(section(b"KVMS")?).map_err(|e| format!("KVMS: {e}"))?;
+    let devs: DevicesSnapshot =
+        serde_json::from_slice(section(b"DEVS")?).map_err(|e| format!("DEVS: {e}"))?;
+    let mem = section(b"MEM ")?;
+    let vm = KvmVm::restore(&state, meta.mem_bytes, |ram| {
+        decode_memory(mem, meta.mem_bytes, |pfn, page| ram.write(pfn * 4096, page))
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((vm, meta, devs))
 }

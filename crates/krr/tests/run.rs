@@ -129,7 +129,7 @@ fn snapshot_resumes_exactly_where_the_boot_stopped() {
     let snap_s = snap.to_str().unwrap();
     let saved = krr_run(&["--accel", "emu", "--save-snapshot", snap_s], &[]);
     assert_eq!(saved.code, 0, "{}", saved.stderr);
-    assert!(saved.stderr.contains("saved the VM at the guest's init"), "{}", saved.stderr);
+    assert!(saved.stderr.contains("saved the VM to"), "{}", saved.stderr);
 
     let resumed = krr_run(&["--from-snapshot", snap_s], &["/bin/hello"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);

@@ -56,6 +56,7 @@ pub struct Devices {
     cmos_index: u8,
     command: Vec<u8>,
     command_pos: usize,
+    snapshot_requested: bool,
 }
 
 impl std::fmt::Debug for Devices {
@@ -71,6 +72,7 @@ impl Devices {
             cmos_index: 0,
             command: Vec::new(),
             command_pos: 0,
+            snapshot_requested: false,
         }
     }
 
@@ -83,6 +85,16 @@ impl Devices {
             self.command.push(0);
         }
         self.command_pos = 0;
+    }
+
+    /// Ask the VM to stop at the snapshot point: the next 32-bit read of the command port.
+    pub fn request_snapshot(&mut self) {
+        self.snapshot_requested = true;
+    }
+
+    /// Whether the snapshot point has been requested; clears the request.
+    pub fn take_snapshot_request(&mut self) -> bool {
+        std::mem::take(&mut self.snapshot_requested)
     }
 
     /// Device state for snapshots (the command is not part of it: a restored VM gets a new one).

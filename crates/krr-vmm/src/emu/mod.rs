@@ -77,8 +77,6 @@ struct Bus {
     now: u64,
     ipis: Vec<(usize, lapic::Ipi)>,
     stop: Option<EmuStop>,
-    /// Stop at the snapshot point instead of answering the command port.
-    stop_at_command: bool,
 }
 
 impl Bus {
@@ -145,8 +143,7 @@ fn stop(bus: &mut Bus, why: EmuStop) -> PlatformStop {
 impl Platform for CpuPlatform<'_> {
     fn io_in(&mut self, port: u16, size: u8) -> Result<u32, PlatformStop> {
         let now = self.bus.now;
-        if port == CMD_PORT && size == 4 && self.bus.stop_at_command {
-            self.bus.stop_at_command = false;
+        if port == CMD_PORT && size == 4 && self.bus.devices.take_snapshot_request() {
             return Err(stop(self.bus, EmuStop::SnapshotPoint));
         }
         let v = if PIT_PORTS.contains(&port) || port == PORT_61 {
@@ -401,7 +398,6 @@ impl EmuVm {
             now: 0,
             ipis: Vec::new(),
             stop: None,
-            stop_at_command: false,
         };
         Ok(EmuVm { mem, cpus, state, bus, instructions: 0 })
     }
@@ -501,7 +497,7 @@ impl EmuVm {
 
     /// Stop with [`EmuStop::SnapshotPoint`] when the guest's init asks for its command.
     pub fn stop_at_snapshot_point(&mut self) {
-        self.bus.stop_at_command = true;
+        self.bus.devices.request_snapshot();
     }
 
     /// The devices (to hand the guest its command).
@@ -583,7 +579,6 @@ impl EmuVm {
             now: devs.now,
             ipis: Vec::new(),
             stop: None,
-            stop_at_command: false,
         };
         let instructions = meta.instructions;
         Ok((EmuVm { mem, cpus, state, bus, instructions }, meta))

@@ -2,6 +2,9 @@
 //! I/O APIC, PIC) and PIT. The VMM only handles port I/O to its own devices.
 
 mod memory;
+pub mod state;
+
+pub use state::KvmVmState;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -17,7 +20,7 @@ pub use memory::GuestRam;
 
 use crate::boot::{BootPlan, FlatSegment};
 use crate::cpuid::{reduce, CpuidLeaf};
-use crate::devices::{Devices, IrqSink, PortAction};
+use crate::devices::{Devices, IrqSink, PortAction, CMD_PORT};
 
 /// Errors of the KVM backend.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum KvmError {
     Memory { size: u64, err: std::io::Error },
     #[error("boot data at {0:#x} does not fit in guest memory")]
     BootWrite(u64),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
@@ -47,6 +52,8 @@ pub enum VcpuStop {
     Failed(String),
     /// Asked to stop by the VMM.
     Kicked,
+    /// The guest's init is about to read its command and a snapshot was requested.
+    SnapshotPoint,
 }
 
 /// Pulses ISA lines on KVM's in-kernel I/O APIC and PIC.
@@ -64,7 +71,27 @@ pub struct KvmVm {
     vcpus: Vec<VcpuFd>,
     vm: Arc<VmFd>,
     _kvm: Kvm,
-    _ram: GuestRam,
+    ram: GuestRam,
+}
+
+/// A VM whose vCPU threads ran and stopped: what a snapshot is taken from.
+pub struct StoppedVm {
+    pub vm: Arc<VmFd>,
+    pub vcpus: Vec<VcpuFd>,
+    pub ram: Arc<GuestRam>,
+}
+
+impl std::fmt::Debug for StoppedVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoppedVm").field("vcpus", &self.vcpus.len()).finish_non_exhaustive()
+    }
+}
+
+impl StoppedVm {
+    /// Capture the VM's device and vCPU state.
+    pub fn state(&self) -> Result<KvmVmState, KvmError> {
+        state::capture(&self.vm, &self.vcpus)
+    }
 }
 
 impl std::fmt::Debug for KvmVm {
@@ -108,6 +135,35 @@ fn segment(s: FlatSegment, dpl: u8) -> kvm_segment {
 impl KvmVm {
     /// Create the VM, its memory and vCPUs, and apply `plan` (memory contents, BSP registers).
     pub fn new(mem_bytes: u64, vcpus: u32, plan: &BootPlan) -> Result<Self, KvmError> {
+        let mut vm = Self::create(mem_bytes, vcpus)?;
+        for (gpa, data) in &plan.writes {
+            if !vm.ram.write(*gpa, data) {
+                return Err(KvmError::BootWrite(*gpa));
+            }
+        }
+        set_boot_state(&vm.vcpus[0], plan)?;
+        Ok(vm)
+    }
+
+    /// Rebuild a VM from a snapshot's state and memory (`pages`: (frame number, bytes)).
+    pub fn restore(
+        state: &KvmVmState,
+        mem_bytes: u64,
+        pages: impl FnOnce(&mut GuestRam) -> Result<(), String>,
+    ) -> Result<Self, KvmError> {
+        let mut vm = Self::create(mem_bytes, state.vcpus.len() as u32)?;
+        pages(&mut vm.ram).map_err(KvmError::Snapshot)?;
+        state::apply(&vm.vm, &vm.vcpus, state)?;
+        Ok(vm)
+    }
+
+    /// Guest memory.
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// The VM and vCPUs without memory contents or boot state.
+    fn create(mem_bytes: u64, vcpus: u32) -> Result<Self, KvmError> {
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         vm.set_tss_address(0xfffb_d000).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
@@ -116,13 +172,8 @@ impl KvmVm {
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         vm.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
 
-        let mut ram = GuestRam::new(mem_bytes as usize)
+        let ram = GuestRam::new(mem_bytes as usize)
             .map_err(|e| KvmError::Memory { size: mem_bytes >> 20, err: e })?;
-        for (gpa, data) in &plan.writes {
-            if !ram.write(*gpa, data) {
-                return Err(KvmError::BootWrite(*gpa));
-            }
-        }
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -175,12 +226,9 @@ impl KvmVm {
             let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
             vcpu.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
             set_lint(&vcpu)?;
-            if id == 0 {
-                set_boot_state(&vcpu, plan)?;
-            }
             fds.push(vcpu);
         }
-        Ok(KvmVm { vcpus: fds, vm: Arc::new(vm), _kvm: kvm, _ram: ram })
+        Ok(KvmVm { vcpus: fds, vm: Arc::new(vm), _kvm: kvm, ram })
     }
 
     /// Run every vCPU on its own thread until one stops or `stop` is set; each thread reports
@@ -190,38 +238,82 @@ impl KvmVm {
         devices: Arc<Mutex<Devices>>,
         stop: Arc<AtomicBool>,
         report: Sender<(u32, VcpuStop)>,
-    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    ) -> std::io::Result<RunningVm> {
         kick::install()?;
-        let KvmVm { vcpus, vm, _kvm, _ram } = self;
-        // Guest memory and the VM stay alive until the last vCPU thread ends.
-        let keep = Arc::new((vm, _kvm, _ram));
+        let KvmVm { vcpus, vm, _kvm, ram } = self;
+        let ram = Arc::new(ram);
         let mut handles = Vec::new();
         for (id, mut vcpu) in vcpus.into_iter().enumerate() {
-            let keep = keep.clone();
+            // Guest memory stays alive until the last vCPU thread ends.
+            let keep = ram.clone();
             let devices = devices.clone();
             let stop = stop.clone();
             let report = report.clone();
             let h = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
                 let why = run_vcpu(&mut vcpu, id, &devices, &stop);
-                drop(vcpu);
                 drop(keep);
                 let _ = report.send((id as u32, why));
+                vcpu
             })?;
             handles.push(h);
         }
-        Ok(handles)
+        Ok(RunningVm { vm, ram, handles, _kvm })
     }
+}
+
+/// vCPU threads at work.
+pub struct RunningVm {
+    vm: Arc<VmFd>,
+    ram: Arc<GuestRam>,
+    handles: Vec<std::thread::JoinHandle<VcpuFd>>,
+    _kvm: Kvm,
+}
+
+impl std::fmt::Debug for RunningVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningVm").field("vcpus", &self.handles.len()).finish_non_exhaustive()
+    }
+}
+
+impl RunningVm {
+    /// Kick every vCPU out of KVM_RUN (the caller has set the stop flag) and wait for them.
+    pub fn stop(self) -> StoppedVm {
+        for h in &self.handles {
+            kick::kick(h);
+        }
+        let mut vcpus = Vec::new();
+        for h in self.handles {
+            if let Ok(v) = h.join() {
+                vcpus.push(v);
+            }
+        }
+        StoppedVm { vm: self.vm, vcpus, ram: self.ram }
+    }
+}
+
+/// Finish what KVM_RUN left pending (an OUT's RIP advance, an MMIO write) so the state read
+/// afterwards is consistent: KVM_RUN with immediate_exit returns at once after completing it.
+fn settle(vcpu: &mut VcpuFd) {
+    vcpu.set_kvm_immediate_exit(1);
+    let _ = vcpu.run();
+    vcpu.set_kvm_immediate_exit(0);
 }
 
 fn run_vcpu(vcpu: &mut VcpuFd, id: usize, devices: &Mutex<Devices>, stop: &AtomicBool) -> VcpuStop {
     loop {
         if stop.load(Ordering::Acquire) {
+            settle(vcpu);
             return VcpuStop::Kicked;
         }
         let exit = vcpu.run();
         let lock = || devices.lock().unwrap_or_else(|p| p.into_inner());
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
+                if port == CMD_PORT && data.len() == 4 && lock().take_snapshot_request() {
+                    // Leave the IN uncompleted: RIP still points at it, so a VM restored from
+                    // this state executes it again and reads its own command.
+                    return VcpuStop::SnapshotPoint;
+                }
                 let v = lock().io_in(port, data.len() as u8);
                 let n = data.len().min(4);
                 data[..n].copy_from_slice(&v.to_le_bytes()[..n]);

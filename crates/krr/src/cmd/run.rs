@@ -16,12 +16,17 @@ pub struct RunArgs {
     #[command(flatten)]
     pub vm: VmArgs,
     /// Boot, stop where the guest's init asks for its command, save the whole VM to FILE and
-    /// exit (emu backend). Resume it with --from-snapshot.
+    /// exit. Resume it with --from-snapshot.
     #[arg(long, value_name = "FILE", conflicts_with = "from_snapshot")]
     pub save_snapshot: Option<PathBuf>,
-    /// Resume a VM saved with --save-snapshot and run CMD in it, skipping the boot (emu backend).
+    /// Resume a VM saved with --save-snapshot and run CMD in it, skipping the boot (on the
+    /// backend that saved it).
     #[arg(long, value_name = "FILE")]
     pub from_snapshot: Option<PathBuf>,
+    /// Testing aid for the kvm backend: save the snapshot when the console shows TEXT instead
+    /// of at init (for hosts whose KVM never reaches init).
+    #[arg(long, value_name = "TEXT", hide = true, requires = "save_snapshot")]
+    pub snapshot_on_console: Option<String>,
     /// The command to run in the guest (none: an interactive shell on the console).
     #[arg(last = true)]
     pub cmd: Vec<String>,
@@ -108,6 +113,7 @@ impl VmArgs {
             command: cmd.to_vec(),
             save_snapshot: None,
             from_snapshot: None,
+            snapshot_on_console: None,
         })
     }
 }
@@ -116,12 +122,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = args.vm.config(&args.cmd)?;
     cfg.save_snapshot = args.save_snapshot.clone();
     cfg.from_snapshot = args.from_snapshot.clone();
-    if cfg.save_snapshot.is_some() || cfg.from_snapshot.is_some() {
-        // Snapshots are an emu feature; `auto` means emu for them.
-        if cfg.accel == Accel::Auto {
-            cfg.accel = Accel::Emu;
-        }
-    }
+    cfg.snapshot_on_console = args.snapshot_on_console.clone();
     let out = krr_vmm::vm::run(&cfg)?;
     let secs = out.elapsed.as_secs_f64();
     let init = out.to_init.map(|d| format!(", Run /init after {:.1} s", d.as_secs_f64())).unwrap_or_default();
@@ -157,11 +158,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(124)
         }
         ExitReason::SnapshotSaved { path, bytes } => {
-            eprintln!(
-                "krr run: saved the VM at the guest's init to {} ({} KiB); {how}",
-                path.display(),
-                bytes >> 10
-            );
+            eprintln!("krr run: saved the VM to {} ({} KiB); {how}", path.display(), bytes >> 10);
             ExitCode::SUCCESS
         }
         ExitReason::KvmCannotRunUserSpace => {
