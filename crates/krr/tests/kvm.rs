@@ -4,18 +4,11 @@
 //! with its one-line explanation. Needs /dev/kvm and takes minutes, so it is `#[ignore]`d;
 //! `scripts/test.sh` runs it with `--ignored` where /dev/kvm exists.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn guest_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
-        return PathBuf::from(d);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(&script).arg("--print-dir").output().expect("run guest/build.sh");
-    assert!(out.status.success(), "the guest is not built: run guest/build.sh (scripts/test.sh does)");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use common::guest_dir;
 
 #[test]
 #[ignore = "needs /dev/kvm and several minutes"]

@@ -2,18 +2,11 @@
 //! `guest/build.sh`; `scripts/test.sh` builds it first), real workloads, exit statuses, panics,
 //! SMP bring-up and determinism. These tests fail, not skip, when the guest is missing.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn guest_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
-        return PathBuf::from(d);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(&script).arg("--print-dir").output().expect("run guest/build.sh");
-    assert!(out.status.success(), "the guest is not built: run guest/build.sh (scripts/test.sh does)");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use common::guest_dir;
 
 struct Run {
     code: i32,
