@@ -428,7 +428,9 @@ impl EmuVm {
                 let ran = cpu.icount - before;
                 self.instructions += ran;
                 self.bus.now += ran;
-                if ran > 0 {
+                // A vCPU that only took an interrupt (waking from HLT) retired nothing but is
+                // running: time must not jump ahead for it.
+                if ran > 0 || !cpu.halted {
                     ran_any = true;
                 }
                 match r {
