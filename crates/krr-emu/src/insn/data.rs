@@ -50,8 +50,15 @@ fn xadd(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let d = ctx.read_op_rmw(i, 0)?;
     let s = ctx.read_op(i, 1)?;
     let (res, f) = add_flags(d, s, 0, size);
-    ctx.write_op(i, 0, res)?;
-    ctx.write_op(i, 1, d)?;
+    if i.op0_kind() == OpKind::Register {
+        // Source first, so that `xadd r, r` with one register leaves the sum, as the CPU does.
+        ctx.write_op(i, 1, d)?;
+        ctx.write_op(i, 0, res)?;
+    } else {
+        // Memory first: a faulting store must leave the register untouched.
+        ctx.write_op(i, 0, res)?;
+        ctx.write_op(i, 1, d)?;
+    }
     ctx.set_status(f);
     Ok(())
 }
@@ -65,8 +72,11 @@ fn cmpxchg(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     if a == d {
         ctx.write_op(i, 0, s)?;
     } else {
-        // The destination is written back even on failure (a locked RMW always stores).
-        ctx.write_op(i, 0, d)?;
+        // A memory destination is written back even on failure (a locked RMW always stores); a
+        // register destination is left alone (the CPU keeps a 32-bit register's upper half).
+        if i.op0_kind() != OpKind::Register {
+            ctx.write_op(i, 0, d)?;
+        }
         let r = match size {
             1 => Register::AL,
             2 => Register::AX,

@@ -1,13 +1,15 @@
 //! MUL/IMUL/DIV/IDIV. Division by zero or a quotient that does not fit raises #DE.
 //!
-//! Undefined flags: after MUL/IMUL, SF/ZF/PF reflect the low half of the result and AF is
-//! cleared (modern Intel behaviour); DIV/IDIV leave all flags unchanged.
+//! Undefined flags: after MUL/IMUL, SF/ZF/AF/PF keep their previous values, as the reference CPU
+//! of krr-difftest (this project's AMD hosts) leaves them; DIV/IDIV leave all flags unchanged.
 
 use iced_x86::{Code, Mnemonic, Register};
 
-use super::alu::szp;
 use super::{mask, sext, Decoded, Handler};
-use crate::cpu::flags::{CF, OF};
+use crate::cpu::flags::{AF, CF, OF, PF, SF, ZF};
+
+/// The flags MUL and IMUL leave as they were.
+const KEPT: u64 = SF | ZF | AF | PF;
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -46,7 +48,7 @@ fn mul(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let lo = (p as u64) & mask(size);
     let hi = ((p >> bits) as u64) & mask(size);
     set_acc(ctx, size, lo, hi);
-    let mut f = szp(lo, size);
+    let mut f = ctx.cpu.rflags & KEPT;
     if hi != 0 {
         f |= CF | OF;
     }
@@ -71,7 +73,7 @@ fn imul(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     } else {
         ctx.write_op(i, 0, lo)?;
     }
-    let mut f = szp(lo, size);
+    let mut f = ctx.cpu.rflags & KEPT;
     if !fits {
         f |= CF | OF;
     }

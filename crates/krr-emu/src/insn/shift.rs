@@ -2,14 +2,17 @@
 //!
 //! Counts are masked to 5 bits (6 for 64-bit operands); a masked count of 0 changes no flags
 //! (but still writes a 32-bit register, zero-extending it, as Intel does). Flags that the SDM
-//! leaves undefined follow what modern Intel cores produce: OF is computed with the count-1
-//! formula for every count, AF is cleared when flags are written.
+//! leaves undefined follow the reference CPU of krr-difftest (this project's AMD hosts): OF is
+//! computed with the count-1 formula for every count, AF is set when SHL/SHR/SAR write flags.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::alu::szp;
 use super::{mask, sext, sign_bit, Decoded, Handler};
-use crate::cpu::flags::{CF, OF};
+use crate::cpu::flags::{AF, CF, OF};
+
+/// AF after SHL/SHR/SAR with a non-zero count: this project's AMD hosts set it.
+const SHIFT_AF: u64 = AF;
 use crate::error::ExResult;
 use crate::exec::Ctx;
 
@@ -113,7 +116,8 @@ fn shift<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         if OP >= ROL {
             ctx.cpu.rflags = (ctx.cpu.rflags & !(CF | OF)) | f;
         } else {
-            ctx.set_status(f);
+            // AF (undefined) as the reference CPU of krr-difftest produces it.
+            ctx.set_status(f | SHIFT_AF);
         }
     }
     Ok(())
@@ -140,8 +144,12 @@ pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize
         } else {
             (u128::from(src) << bits) | u128::from(dst)
         }
+    } else if left {
+        // 16-bit counts above 16 are undefined in the manuals; the reference CPU (AMD, checked
+        // by krr-difftest) keeps shifting in SRC: DEST:SRC:SRC.
+        (u128::from(dst) << (2 * bits)) | (u128::from(src) << bits) | u128::from(src)
     } else {
-        (u128::from(dst) << (2 * bits)) | (u128::from(src) << bits) | u128::from(dst)
+        (u128::from(src) << (2 * bits)) | (u128::from(src) << bits) | u128::from(dst)
     };
     let total = words * bits;
     if left {
