@@ -104,6 +104,9 @@ pub enum VmError {
     Probe(#[from] ProbeError),
     #[error("emu backend: {0}")]
     Emu(String),
+    /// A snapshot that cannot be used (beyond file damage, which is `Snapshot`).
+    #[error("{0}")]
+    BadSnapshot(String),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("vCPU {vcpu}: {msg}")]
@@ -145,7 +148,7 @@ pub fn run(cfg: &VmConfig) -> Result<RunOutcome, VmError> {
     if let Some(path) = &cfg.from_snapshot {
         let file = SnapshotFile::read(path)?;
         let meta: SnapshotMeta = serde_json::from_slice(file.get(b"META").unwrap_or_default())
-            .map_err(|e| VmError::Emu(format!("{}: META: {e}", path.display())))?;
+            .map_err(|e| VmError::BadSnapshot(format!("{}: META: {e}", path.display())))?;
         return match meta.backend.as_str() {
             "kvm" => run_kvm(cfg, "resuming a kvm snapshot".into(), None),
             _ => run_emu(cfg, "resuming an emu snapshot".into()),
@@ -216,7 +219,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
             let file = SnapshotFile::read(path)?;
             console.set_init_seen();
             let (vm, meta) = EmuVm::restore(&file, devices, queue)
-                .map_err(|e| VmError::Emu(format!("{}: {e}", path.display())))?;
+                .map_err(|e| VmError::BadSnapshot(format!("{}: {e}", path.display())))?;
             (vm, meta, Some(start.elapsed()))
         }
         None => {
@@ -304,7 +307,7 @@ fn run_kvm(
         Some(path) => {
             let file = SnapshotFile::read(path)?;
             let (vm, meta, devs) =
-                restore_kvm(&file).map_err(|e| VmError::Emu(format!("{}: {e}", path.display())))?;
+                restore_kvm(&file).map_err(|e| VmError::BadSnapshot(format!("{}: {e}", path.display())))?;
             console.set_init_seen();
             (vm, meta, Some(devs), Some(start.elapsed()))
         }
@@ -394,7 +397,7 @@ fn save_kvm(
     let state = vm.state()?;
     let mut f = SnapshotFile::default();
     f.add(b"META", serde_json::to_vec(&meta).unwrap_or_default());
-    f.add(b"KVMS", serde_json::to_vec(&state).map_err(|e| VmError::Emu(format!("KVM state: {e}")))?);
+    f.add(b"KVMS", serde_json::to_vec(&state).map_err(|e| VmError::BadSnapshot(format!("KVM state: {e}")))?);
     f.add(b"DEVS", serde_json::to_vec(devices).unwrap_or_default());
     let ram = &vm.ram;
     f.add(
