@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build the instrumented guest kernel and initramfs (cached outside the repository).
+    /// Build the guest kernel and initramfs (cached outside the repository).
     Guest(cmd::guest::GuestArgs),
     /// Report what this host offers: KVM usable for Linux guests? PMU? emulator speed.
     Doctor(cmd::doctor::DoctorArgs),
