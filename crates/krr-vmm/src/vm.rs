@@ -120,25 +120,30 @@ pub fn choose_accel(accel: Accel) -> (Accel, String, Option<crate::probe::KvmRep
     match accel {
         Accel::Kvm => (Accel::Kvm, "requested with --accel kvm".into(), None),
         Accel::Emu => (Accel::Emu, "requested with --accel emu".into(), None),
-        Accel::Auto => match probe_kvm() {
-            Ok(r) if r.runs_linux() => (
-                Accel::Kvm,
-                "KVM runs guest ring 0 natively and ring-3 SYSCALL enters ring 0".into(),
-                Some(r),
-            ),
-            Ok(r) => {
-                let why = if !r.ring0_native() {
-                    format!(
-                        "KVM emulates guest ring 0 ({:.0} ns per loop iteration vs {:.1} in ring 3)",
-                        r.ring0_ns_per_iter, r.ring3_ns_per_iter
-                    )
-                } else {
-                    "a ring-3 SYSCALL does not enter ring 0 under this host's KVM".into()
-                };
-                (Accel::Emu, why, Some(r))
-            }
-            Err(e) => (Accel::Emu, format!("KVM is not usable: {e}"), None),
-        },
+        Accel::Auto => auto_accel(probe_kvm()),
+    }
+}
+
+/// What `--accel auto` picks given a KVM probe result, and why.
+pub fn auto_accel(
+    probe: Result<crate::probe::KvmReport, ProbeError>,
+) -> (Accel, String, Option<crate::probe::KvmReport>) {
+    match probe {
+        Ok(r) if r.runs_linux() => {
+            (Accel::Kvm, "KVM runs guest ring 0 natively and ring-3 SYSCALL enters ring 0".into(), Some(r))
+        }
+        Ok(r) => {
+            let why = if !r.ring0_native() {
+                format!(
+                    "KVM emulates guest ring 0 ({:.0} ns per loop iteration vs {:.1} in ring 3)",
+                    r.ring0_ns_per_iter, r.ring3_ns_per_iter
+                )
+            } else {
+                "a ring-3 SYSCALL does not enter ring 0 under this host's KVM".into()
+            };
+            (Accel::Emu, why, Some(r))
+        }
+        Err(e) => (Accel::Emu, format!("KVM is not usable: {e}"), None),
     }
 }
 
@@ -146,19 +151,33 @@ pub fn choose_accel(accel: Accel) -> (Accel, String, Option<crate::probe::KvmRep
 pub fn run(cfg: &VmConfig) -> Result<RunOutcome, VmError> {
     // A snapshot resumes on the backend that saved it.
     if let Some(path) = &cfg.from_snapshot {
+        let started = Instant::now();
         let file = SnapshotFile::read(path)?;
         let meta: SnapshotMeta = serde_json::from_slice(file.get(b"META").unwrap_or_default())
             .map_err(|e| VmError::BadSnapshot(format!("{}: META: {e}", path.display())))?;
+        let resume = Some(Resume { file, started });
         return match meta.backend.as_str() {
-            "kvm" => run_kvm(cfg, "resuming a kvm snapshot".into(), None),
-            _ => run_emu(cfg, "resuming an emu snapshot".into()),
+            "kvm" => run_kvm(cfg, "resuming a kvm snapshot".into(), None, resume),
+            _ => run_emu(cfg, "resuming an emu snapshot".into(), resume),
         };
     }
     let (accel, accel_why, report) = choose_accel(cfg.accel);
     match accel {
-        Accel::Kvm => run_kvm(cfg, accel_why, report),
-        _ => run_emu(cfg, accel_why),
+        Accel::Kvm => run_kvm(cfg, accel_why, report, None),
+        _ => run_emu(cfg, accel_why, None),
     }
+}
+
+/// An unusable snapshot, named by its path.
+fn snapshot_error(cfg: &VmConfig, e: String) -> VmError {
+    let path = cfg.from_snapshot.as_deref().unwrap_or(std::path::Path::new("snapshot"));
+    VmError::BadSnapshot(format!("{}: {e}", path.display()))
+}
+
+/// A snapshot file read by `run`, and when reading it began (restore time includes the read).
+struct Resume {
+    file: SnapshotFile,
+    started: Instant,
 }
 
 fn boot_plan(cfg: &VmConfig, cmdline: &str) -> Result<BootPlan, BootError> {
@@ -209,17 +228,15 @@ impl ConsoleWatch {
 /// Instructions the emulated machine runs between looks at the console and the clock.
 const EMU_SLICE: u64 = 2_000_000;
 
-fn run_emu(cfg: &VmConfig, accel_why: String) -> Result<RunOutcome, VmError> {
-    let start = Instant::now();
+fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<RunOutcome, VmError> {
+    let start = resume.as_ref().map_or_else(Instant::now, |r| r.started);
     let console = Console::new(cfg.echo);
     let (sink, queue) = emu_irq_sink();
     let devices = Devices::new(console.clone(), sink);
-    let (mut vm, meta, restore_time) = match &cfg.from_snapshot {
-        Some(path) => {
-            let file = SnapshotFile::read(path)?;
+    let (mut vm, meta, restore_time) = match &resume {
+        Some(r) => {
             console.set_init_seen();
-            let (vm, meta) = EmuVm::restore(&file, devices, queue)
-                .map_err(|e| VmError::BadSnapshot(format!("{}: {e}", path.display())))?;
+            let (vm, meta) = EmuVm::restore(&r.file, devices, queue).map_err(|e| snapshot_error(cfg, e))?;
             (vm, meta, Some(start.elapsed()))
         }
         None => {
@@ -288,6 +305,7 @@ fn run_kvm(
     cfg: &VmConfig,
     accel_why: String,
     report: Option<crate::probe::KvmReport>,
+    resume: Option<Resume>,
 ) -> Result<RunOutcome, VmError> {
     // Whether the guest's user space can run here decides what `Run /init` means; whether ring 0
     // is emulated decides whether the kernel must skip its ring-0 int3 self-test, which KVM's
@@ -301,13 +319,11 @@ fn run_kvm(
     if report.as_ref().is_some_and(|r| !r.ring0_native()) {
         cmdline = format!("{cmdline} krr.no_int3_selftest");
     }
-    let start = Instant::now();
+    let start = resume.as_ref().map_or_else(Instant::now, |r| r.started);
     let console = Console::new(cfg.echo);
-    let (vm, meta, saved_devices, restore_time) = match &cfg.from_snapshot {
-        Some(path) => {
-            let file = SnapshotFile::read(path)?;
-            let (vm, meta, devs) =
-                restore_kvm(&file).map_err(|e| VmError::BadSnapshot(format!("{}: {e}", path.display())))?;
+    let (vm, meta, saved_devices, restore_time) = match &resume {
+        Some(r) => {
+            let (vm, meta, devs) = restore_kvm(&r.file).map_err(|e| snapshot_error(cfg, e))?;
             console.set_init_seen();
             (vm, meta, Some(devs), Some(start.elapsed()))
         }

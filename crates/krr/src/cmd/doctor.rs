@@ -21,7 +21,8 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let kvm_path = std::env::var("KRR_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
     println!("{:<33}{}", format!("{kvm_path} present:"), yes(std::path::Path::new(&kvm_path).exists()));
-    match krr_vmm::probe::probe_kvm() {
+    let probe = krr_vmm::probe::probe_kvm();
+    match &probe {
         Ok(r) => {
             println!(
                 "guest ring 3 loop:               {:.2} ns per iteration (dec; jnz)",
@@ -52,7 +53,8 @@ pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
         }
         None => println!("krr-emu speed:                   not measured"),
     }
-    let (accel, why, _) = krr_vmm::vm::choose_accel(krr_vmm::Accel::Auto);
+    // The same probe decides, so doctor and `--accel auto` cannot disagree.
+    let (accel, why, _) = krr_vmm::vm::auto_accel(probe);
     println!("--accel auto picks:              {} ({why})", accel.name());
     println!("(probed in {:.2} s)", t.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
