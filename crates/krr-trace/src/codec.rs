@@ -146,8 +146,9 @@ impl Encoder {
                 out.push(u8::from(*source == RandomSource::Rdseed) | (u8::from(*ok) << 1));
                 out.extend_from_slice(&value.to_le_bytes());
             }
-            Event::Rdmsr { msr, value, .. } => {
-                put_varint(out, *msr as u64);
+            Event::Rdmsr { msr, value, fault, .. } => {
+                // The #GP flag rides in the low bit of the MSR number.
+                put_varint(out, ((*msr as u64) << 1) | u64::from(*fault));
                 put_varint(out, *value);
             }
             Event::Cpuid { leaf, subleaf, eax, ebx, ecx, edx, .. } => {
@@ -382,7 +383,11 @@ impl<B: AsRef<[u8]>> Decoder<B> {
                 Event::Random { vcpu, source, value: u64::from_le_bytes(v), ok: flags & 2 != 0 }
             }
             EventKind::Rdmsr => {
-                Event::Rdmsr { vcpu, msr: self.varint_u32("MSR number")?, value: self.varint()? }
+                let off = self.off;
+                let m = self.varint()?;
+                let msr = u32::try_from(m >> 1)
+                    .map_err(|_| DecodeError::OutOfRange { what: "MSR number", offset: off })?;
+                Event::Rdmsr { vcpu, msr, value: self.varint()?, fault: m & 1 == 1 }
             }
             EventKind::Cpuid => Event::Cpuid {
                 vcpu,

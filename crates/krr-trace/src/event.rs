@@ -165,8 +165,8 @@ pub enum Event {
     Rdtsc { vcpu: u32, tsc: u64, aux: Option<u32> },
     /// RDRAND / RDSEED: the value and whether the instruction reported success (CF).
     Random { vcpu: u32, source: RandomSource, value: u64, ok: bool },
-    /// RDMSR of an MSR whose value is not constant.
-    Rdmsr { vcpu: u32, msr: u32, value: u64 },
+    /// RDMSR executed by the kernel. `fault`: it raised #GP (a probing `rdmsr_safe`); `value` is 0.
+    Rdmsr { vcpu: u32, msr: u32, value: u64, fault: bool },
     /// CPUID executed by the kernel after recording started.
     Cpuid { vcpu: u32, leaf: u32, subleaf: u32, eax: u32, ebx: u32, ecx: u32, edx: u32 },
     /// Data a device wrote into guest memory, at the point the kernel consumed it.

@@ -57,11 +57,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 ok,
             }
         }),
-        (vcpu.clone(), any::<u32>(), any::<u64>()).prop_map(|(vcpu, msr, value)| Event::Rdmsr {
-            vcpu,
-            msr,
-            value
-        }),
+        (vcpu.clone(), any::<u32>(), any::<u64>(), any::<bool>())
+            .prop_map(|(vcpu, msr, value, fault)| { Event::Rdmsr { vcpu, msr, value, fault } }),
         (vcpu.clone(), any::<[u32; 6]>()).prop_map(|(vcpu, v)| Event::Cpuid {
             vcpu,
             leaf: v[0],

@@ -13,6 +13,7 @@ pub mod emu;
 pub mod kvm;
 pub mod layout;
 pub mod probe;
+pub mod recorder;
 pub mod snapshot;
 pub mod vm;
 

@@ -6,12 +6,17 @@ use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use krr_emu::GuestMemory;
+
 use crate::boot::{plan, BootConfig, BootError, BootPlan};
 use crate::devices::DevicesSnapshot;
 use crate::devices::{Console, ConsoleEvent, Devices, Echo};
 use crate::emu::{emu_irq_sink, EmuStop, EmuVm};
 use crate::kvm::{irq_sink, KvmError, KvmVm, KvmVmState, StoppedVm, VcpuStop};
 use crate::probe::{probe_kvm, ProbeError};
+use crate::recorder::{
+    RecordSummary, Recorder, RecorderError, RingLocation, CTRL_PANIC, CTRL_START, PORT_CTRL, PORT_FLUSH,
+};
 use crate::snapshot::{decode_memory, encode_memory, SnapshotFile, SnapshotMeta};
 
 /// Which CPU backend runs the guest.
@@ -55,6 +60,25 @@ pub struct VmConfig {
     /// Testing aid (kvm): save the snapshot when the console shows this text, instead of at the
     /// snapshot point, so KVM save/restore can be exercised on hosts whose KVM never reaches init.
     pub snapshot_on_console: Option<String>,
+    /// Record the run into a trace (the guest kernel must carry the krr agent).
+    pub record: Option<RecordConfig>,
+    /// Set by the caller (Ctrl-C, SIGTERM) to stop the run; a recording is sealed.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// What `krr record` asks of a run.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// The trace directory (created; must be empty).
+    pub dir: PathBuf,
+    /// Bytes of guest RAM for the agent's ring.
+    pub ring_bytes: u64,
+    /// Start recording as early in boot as the agent can, not just before `/init`.
+    pub from_boot: bool,
+    /// Written into the trace header, e.g. `krr 0.1.0`.
+    pub producer: String,
+    /// Kernel release and source version for the trace header.
+    pub kernel_version: String,
 }
 
 /// How a run ended.
@@ -72,6 +96,8 @@ pub enum ExitReason {
     KvmCannotRunUserSpace,
     /// The machine stopped at the snapshot point and was saved.
     SnapshotSaved { path: PathBuf, bytes: u64 },
+    /// The caller asked the run to stop (`VmConfig::interrupt`).
+    Interrupted,
 }
 
 /// The result of a run.
@@ -91,6 +117,10 @@ pub struct RunOutcome {
     pub instructions: u64,
     /// Time to load and restore the snapshot (`from_snapshot`).
     pub restore_time: Option<Duration>,
+    /// The sealed trace, when recording.
+    pub record: Option<RecordSummary>,
+    /// Guest instructions executed before recording started (emu; the rest were recorded).
+    pub instructions_before_record: u64,
 }
 
 /// Errors that stop a run before it ends on its own.
@@ -113,6 +143,10 @@ pub enum VmError {
     Vcpu { vcpu: u32, msg: String },
     #[error("cannot start vCPU threads: {0}")]
     Threads(std::io::Error),
+    #[error(transparent)]
+    Record(#[from] RecorderError),
+    #[error("{0}")]
+    RecordSetup(String),
 }
 
 /// Choose the backend for `accel`; returns it and why.
@@ -187,8 +221,68 @@ fn boot_plan(cfg: &VmConfig, cmdline: &str) -> Result<BootPlan, BootError> {
         cmdline,
         mem_bytes: cfg.mem_bytes,
         vcpus: cfg.vcpus,
-        reserved: Vec::new(),
+        reserved: ring_location(cfg).map(|r| (r.gpa, r.size)).into_iter().collect(),
     })
+}
+
+/// Where the agent's ring goes when recording.
+fn ring_location(cfg: &VmConfig) -> Option<RingLocation> {
+    cfg.record.as_ref().map(|r| RingLocation::top_of(cfg.mem_bytes, r.ring_bytes))
+}
+
+/// The kernel command line of a run: the user's, plus where the ring is when recording.
+fn run_cmdline(cfg: &VmConfig) -> String {
+    match (ring_location(cfg), &cfg.record) {
+        (Some(ring), Some(r)) => format!("{} {}", cfg.cmdline, ring.cmdline(r.from_boot)),
+        _ => cfg.cmdline.clone(),
+    }
+}
+
+/// Create the trace directory and its writer for a recording of `cfg` booting `plan`.
+fn start_recorder(
+    cfg: &VmConfig,
+    accel: Accel,
+    cmdline: &str,
+    plan: &BootPlan,
+    cpuid: Vec<krr_trace::CpuidTable>,
+) -> Result<Option<Recorder>, VmError> {
+    let (Some(rc), Some(ring)) = (&cfg.record, ring_location(cfg)) else { return Ok(None) };
+    let vmlinux = std::fs::read(&cfg.vmlinux)
+        .map_err(|e| VmError::RecordSetup(format!("{}: {e}", cfg.vmlinux.display())))?;
+    let header = krr_trace::Header {
+        producer: rc.producer.clone(),
+        vm: krr_trace::VmConfig {
+            accel: accel.name().into(),
+            vcpus: cfg.vcpus,
+            mem_bytes: cfg.mem_bytes,
+            cmdline: cmdline.into(),
+        },
+        kernel: krr_trace::KernelInfo {
+            build_id: plan.kernel.build_id.clone(),
+            content_hash: crate::recorder::content_hash(&vmlinux),
+            version: rc.kernel_version.clone(),
+        },
+        cpuid,
+        snapshot: None,
+        start_time_unix_ms: crate::recorder::unix_ms(),
+        completion: None,
+    };
+    let writer = krr_trace::TraceWriter::create(&rc.dir, header, krr_trace::WriterOptions::default())
+        .map_err(RecorderError::Trace)?;
+    Ok(Some(Recorder::new(writer, ring)))
+}
+
+/// Seal a recording after the run ended with `reason` (or failed).
+fn seal(rec: Option<Recorder>, reason: Option<&ExitReason>) -> Result<Option<RecordSummary>, VmError> {
+    let Some(rec) = rec else { return Ok(None) };
+    let end = match reason {
+        _ if rec.panicked() => krr_trace::EndReason::Panic,
+        Some(ExitReason::Exited(_) | ExitReason::Reset) => krr_trace::EndReason::Poweroff,
+        Some(ExitReason::Panic(_)) => krr_trace::EndReason::Panic,
+        Some(ExitReason::Interrupted) => krr_trace::EndReason::Interrupted,
+        _ => krr_trace::EndReason::Stopped,
+    };
+    Ok(Some(rec.finish(end)?))
 }
 
 /// Follows the console for the lines that end a run.
@@ -233,62 +327,131 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     let console = Console::new(cfg.echo);
     let (sink, queue) = emu_irq_sink();
     let devices = Devices::new(console.clone(), sink);
-    let (mut vm, meta, restore_time) = match &resume {
+    let cmdline = run_cmdline(cfg);
+    let (mut vm, meta, restore_time, mut recorder) = match &resume {
         Some(r) => {
+            if cfg.record.is_some() {
+                return Err(VmError::RecordSetup(
+                    "a recording starts from a boot, not from a snapshot".into(),
+                ));
+            }
             console.set_init_seen();
             let (vm, meta) = EmuVm::restore(&r.file, devices, queue).map_err(|e| snapshot_error(cfg, e))?;
-            (vm, meta, Some(start.elapsed()))
+            (vm, meta, Some(start.elapsed()), None)
         }
         None => {
-            let plan = boot_plan(cfg, &cfg.cmdline)?;
+            let plan = boot_plan(cfg, &cmdline)?;
             let vm = EmuVm::new(cfg.mem_bytes, cfg.vcpus, &plan, devices, queue).map_err(VmError::Emu)?;
             let meta = SnapshotMeta {
                 backend: "emu".into(),
                 vcpus: cfg.vcpus,
                 mem_bytes: cfg.mem_bytes,
-                cmdline: cfg.cmdline.clone(),
+                cmdline: cmdline.clone(),
                 kernel_build_id: plan.kernel.build_id.clone(),
                 instructions: 0,
             };
-            (vm, meta, None)
+            let rec = start_recorder(cfg, Accel::Emu, &cmdline, &plan, vm.cpuid_tables())?;
+            (vm, meta, None, rec)
         }
     };
     let base_instructions = vm.instructions;
+    let mut instructions_before_record = 0;
     vm.devices_mut().set_command(&cfg.command);
     if cfg.save_snapshot.is_some() {
         vm.stop_at_snapshot_point();
     }
     let mut watch = ConsoleWatch::new(false);
-    let reason = loop {
+    // A panic seen on the console while recording: run on (a bounded while) until the agent
+    // has flushed its ring and reported the panic, so the trace holds the whole panic.
+    let mut panic_pending: Option<(ExitReason, u64)> = None;
+    let result: Result<ExitReason, VmError> = loop {
         let stop = vm.run_for(EMU_SLICE);
+        if let (EmuStop::Agent { port, value, .. }, Some(rec)) = (&stop, recorder.as_mut()) {
+            let r = match (*port, *value) {
+                (PORT_CTRL, CTRL_START) => {
+                    instructions_before_record = vm.instructions - base_instructions;
+                    let path = rec.snapshot_path();
+                    rec.console(&console)
+                        .map_err(VmError::from)
+                        .and_then(|()| vm.save(meta.clone()).write(&path).map_err(VmError::from))
+                        .and_then(|()| rec.on_start().map_err(VmError::from))
+                }
+                (PORT_CTRL, CTRL_PANIC) => {
+                    rec.on_panic();
+                    Ok(())
+                }
+                (PORT_FLUSH, used) => {
+                    rec.on_flush(used as u64, &|gpa, buf| vm.memory().read(gpa, buf)).map_err(Into::into)
+                }
+                (_, other) => Err(VmError::RecordSetup(format!(
+                    "the guest agent sent an unknown control value {other}"
+                ))),
+            };
+            if let Err(e) = r {
+                break Err(e);
+            }
+        }
+        if let Some(rec) = recorder.as_mut() {
+            let r = rec
+                .drain(&|gpa, buf| vm.memory().read(gpa, buf))
+                .and_then(|()| rec.console(&console))
+                .and_then(|()| rec.maybe_sync());
+            if let Err(e) = r {
+                break Err(e.into());
+            }
+        }
         if let Some(r) = watch.check(&console) {
-            break r;
+            let wait_for_agent = matches!(r, ExitReason::Panic(_))
+                && recorder.as_ref().is_some_and(|rec| rec.started() && !rec.panicked());
+            if wait_for_agent {
+                panic_pending.get_or_insert((r, vm.instructions));
+            } else {
+                break Ok(r);
+            }
+        }
+        if let Some((r, at)) = &panic_pending {
+            if recorder.as_ref().is_some_and(|rec| rec.panicked()) || vm.instructions - at > PANIC_GRACE {
+                break Ok(r.clone());
+            }
         }
         match stop {
-            EmuStop::Budget => {}
-            EmuStop::Exit(code) => break ExitReason::Exited(code),
-            EmuStop::Reset => break ExitReason::Reset,
+            EmuStop::Budget | EmuStop::Agent { .. } => {}
+            EmuStop::Exit(code) => break Ok(ExitReason::Exited(code)),
+            EmuStop::Reset => break Ok(ExitReason::Reset),
             EmuStop::TripleFault(msg) => {
-                return Err(VmError::Vcpu { vcpu: 0, msg: format!("triple fault: {msg}") })
+                break Err(VmError::Vcpu { vcpu: 0, msg: format!("triple fault: {msg}") })
             }
             EmuStop::Deadlock => {
-                return Err(VmError::Vcpu {
+                break Err(VmError::Vcpu {
                     vcpu: 0,
                     msg: "every vCPU is halted and no timer is armed".into(),
                 })
             }
-            EmuStop::Failed(msg) => return Err(VmError::Emu(msg)),
+            EmuStop::Failed(msg) => break Err(VmError::Emu(msg)),
             EmuStop::SnapshotPoint => {
                 let path = cfg.save_snapshot.clone().unwrap_or_default();
-                vm.save(meta.clone()).write(&path)?;
+                if let Err(e) = vm.save(meta.clone()).write(&path) {
+                    break Err(e.into());
+                }
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                break ExitReason::SnapshotSaved { path, bytes };
+                break Ok(ExitReason::SnapshotSaved { path, bytes });
             }
         }
         if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
-            break ExitReason::Timeout;
+            break Ok(ExitReason::Timeout);
+        }
+        if cfg.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+            break Ok(ExitReason::Interrupted);
         }
     };
+    // Whatever happened, the trace keeps everything the guest logged and is sealed.
+    if let Some(rec) = recorder.as_mut() {
+        let _ = rec.drain(&|gpa, buf| vm.memory().read(gpa, buf));
+        let _ = rec.console(&console);
+    }
+    let sealed = seal(recorder, result.as_ref().ok());
+    let reason = result?;
+    let record = sealed?;
     Ok(RunOutcome {
         reason,
         accel: Accel::Emu,
@@ -298,8 +461,13 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         to_init: watch.to_init,
         instructions: vm.instructions - base_instructions,
         restore_time,
+        record,
+        instructions_before_record,
     })
 }
+
+/// Instructions a recorded guest may run after its panic line before the agent reports it.
+const PANIC_GRACE: u64 = 200_000_000;
 
 fn run_kvm(
     cfg: &VmConfig,
@@ -315,17 +483,22 @@ fn run_kvm(
         None => probe_kvm().ok(),
     };
     let user_space_ok = report.as_ref().is_none_or(|r| r.syscall_enters_ring0);
-    let mut cmdline = cfg.cmdline.clone();
+    let mut cmdline = run_cmdline(cfg);
     if report.as_ref().is_some_and(|r| !r.ring0_native()) {
         cmdline = format!("{cmdline} krr.no_int3_selftest");
     }
     let start = resume.as_ref().map_or_else(Instant::now, |r| r.started);
     let console = Console::new(cfg.echo);
-    let (vm, meta, saved_devices, restore_time) = match &resume {
+    let (vm, meta, saved_devices, restore_time, recorder) = match &resume {
         Some(r) => {
+            if cfg.record.is_some() {
+                return Err(VmError::RecordSetup(
+                    "a recording starts from a boot, not from a snapshot".into(),
+                ));
+            }
             let (vm, meta, devs) = restore_kvm(&r.file).map_err(|e| snapshot_error(cfg, e))?;
             console.set_init_seen();
-            (vm, meta, Some(devs), Some(start.elapsed()))
+            (vm, meta, Some(devs), Some(start.elapsed()), None)
         }
         None => {
             let plan = boot_plan(cfg, &cmdline)?;
@@ -338,7 +511,8 @@ fn run_kvm(
                 kernel_build_id: plan.kernel.build_id.clone(),
                 instructions: 0,
             };
-            (vm, meta, None, None)
+            let rec = start_recorder(cfg, Accel::Kvm, &cmdline, &plan, vm.cpuid_tables().to_vec())?;
+            (vm, meta, None, None, rec.map(|r| Arc::new(Mutex::new(r))))
         }
     };
     let mut devices = Devices::new(console.clone(), irq_sink(&vm));
@@ -352,7 +526,10 @@ fn run_kvm(
     let devices = Arc::new(Mutex::new(devices));
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = channel();
-    let running = vm.start(devices.clone(), stop.clone(), tx).map_err(VmError::Threads)?;
+    let running =
+        vm.start(devices.clone(), stop.clone(), tx.clone(), recorder.clone()).map_err(VmError::Threads)?;
+    // Running, or stopped for good after a failed resume.
+    let mut machine: Result<crate::kvm::RunningVm, StoppedVm> = Ok(running);
 
     let mut watch = ConsoleWatch::new(!user_space_ok);
     let mut snapshot = false;
@@ -365,8 +542,56 @@ fn run_kvm(
                 snapshot = true;
                 break Ok(ExitReason::Reset);
             }
+            Ok((_, VcpuStop::AgentStart)) => {
+                // Pause every vCPU, write the start snapshot into the trace, resume.
+                stop.store(true, Ordering::Release);
+                let running = match machine {
+                    Ok(r) => r,
+                    // Stopped machines leave the loop at once; this arm is never reached.
+                    Err(s) => {
+                        machine = Err(s);
+                        break Err(VmError::RecordSetup("the VM is not running".into()));
+                    }
+                };
+                let stopped = running.stop();
+                let Some(rec) = &recorder else {
+                    machine = Err(stopped);
+                    break Err(VmError::RecordSetup("agent start without a recorder".into()));
+                };
+                let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
+                let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
+                let saved = r
+                    .console(&console)
+                    .map_err(VmError::from)
+                    .and_then(|()| save_kvm(&stopped, meta.clone(), &devs, &r.snapshot_path()))
+                    .and_then(|()| r.on_start().map_err(VmError::from));
+                drop(r);
+                if let Err(e) = saved {
+                    machine = Err(stopped);
+                    break Err(e);
+                }
+                stop.store(false, Ordering::Release);
+                match stopped.resume(devices.clone(), stop.clone(), tx.clone(), recorder.clone()) {
+                    Ok(again) => machine = Ok(again),
+                    Err(e) => {
+                        // The threads are gone with their vCPUs: nothing left to stop.
+                        return Err(VmError::Threads(e));
+                    }
+                }
+            }
             Ok((_, VcpuStop::Kicked)) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(ExitReason::Reset),
+        }
+        if let (Some(rec), Ok(running)) = (&recorder, &machine) {
+            let mut r = rec.lock().unwrap_or_else(|p| p.into_inner());
+            let ram = running.ram();
+            if let Err(e) = r
+                .drain(&|gpa, buf| ram.read(gpa, buf))
+                .and_then(|()| r.console(&console))
+                .and_then(|()| r.maybe_sync())
+            {
+                break Err(e.into());
+            }
         }
         if let Some(text) = &cfg.snapshot_on_console {
             if String::from_utf8_lossy(&console.bytes()).contains(text.as_str()) {
@@ -380,10 +605,27 @@ fn run_kvm(
         if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
             break Ok(ExitReason::Timeout);
         }
+        if cfg.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+            break Ok(ExitReason::Interrupted);
+        }
     };
     stop.store(true, Ordering::Release);
-    let stopped = running.stop();
+    let stopped = match machine {
+        Ok(running) => running.stop(),
+        Err(stopped) => stopped,
+    };
+    let recorder = recorder
+        .and_then(|r| Arc::try_unwrap(r).ok())
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let mut recorder = recorder;
+    if let Some(rec) = recorder.as_mut() {
+        let ram = &stopped.ram;
+        let _ = rec.drain(&|gpa, buf| ram.read(gpa, buf));
+        let _ = rec.console(&console);
+    }
+    let sealed = seal(recorder, result.as_ref().ok());
     let mut reason = result?;
+    let record = sealed?;
     if snapshot {
         let path = cfg.save_snapshot.clone().unwrap_or_default();
         let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
@@ -400,6 +642,8 @@ fn run_kvm(
         to_init: watch.to_init,
         instructions: 0,
         restore_time,
+        record,
+        instructions_before_record: 0,
     })
 }
 

@@ -23,8 +23,8 @@ enum Command {
     Guest(cmd::guest::GuestArgs),
     /// Report what this host offers: KVM usable for Linux guests? PMU? emulator speed.
     Doctor(cmd::doctor::DoctorArgs),
-    /// Boot a guest, record its kernel's inputs into a trace directory.
-    Record(cmd::unimplemented::Args),
+    /// Boot a guest, run a workload, record its kernel's inputs into a trace directory.
+    Record(cmd::record::RecordArgs),
     /// Re-execute a recorded kernel in the emulator and verify it.
     Replay(cmd::unimplemented::Args),
     /// Boot a guest and run a workload without recording (the native baseline).
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Guest(args) => cmd::guest::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
-        Command::Record(args) => cmd::unimplemented::run("record", 5, args),
+        Command::Record(args) => cmd::record::run(args),
         Command::Replay(args) => cmd::unimplemented::run("replay", 6, args),
         Command::Run(args) => cmd::run::run(args),
         Command::Dump(args) => cmd::dump::run(args),

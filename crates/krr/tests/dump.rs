@@ -64,7 +64,7 @@ fn golden_trace(dir: &Path) {
         Event::MmioRead { vcpu: 0, addr: 0xfee0_0390, size: 4, value: 0x1234 },
         Event::Rdtsc { vcpu: 1, tsc: 99, aux: Some(1) },
         Event::Random { vcpu: 0, source: RandomSource::Rdrand, value: 0xabc, ok: true },
-        Event::Rdmsr { vcpu: 0, msr: 0x10, value: 777 },
+        Event::Rdmsr { vcpu: 0, msr: 0x10, value: 777, fault: false },
         Event::Cpuid { vcpu: 0, leaf: 1, subleaf: 0, eax: 0x806c1, ebx: 0, ecx: 0, edx: 0 },
         Event::PteRead { vcpu: 0, addr: 0x1000, value: 0x8000_0000_0012_3067 },
         Event::Dma { vcpu: 0, gpa: 0x10_0000, data: (0..40).collect() },

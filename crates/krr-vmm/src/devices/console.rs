@@ -84,6 +84,11 @@ impl Console {
         self.lock().bytes.clone()
     }
 
+    /// The bytes written from offset `start` on.
+    pub fn bytes_from(&self, start: usize) -> Vec<u8> {
+        self.lock().bytes.get(start..).map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
     /// Number of bytes written so far.
     pub fn len(&self) -> usize {
         self.lock().bytes.len()

@@ -10,6 +10,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod pit;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, Platform, PlatformStop, RunExit, SegReg, Segment};
@@ -17,6 +18,7 @@ use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, Platform, PlatformStop, Ru
 use crate::boot::{BootPlan, FlatSegment};
 use crate::devices::{Devices, DevicesSnapshot, IrqSink, PortAction, CMD_PORT};
 use crate::layout::{IOAPIC_ADDR, LAPIC_ADDR};
+use crate::recorder::{PORT_CTRL, PORT_FLUSH};
 use crate::snapshot::{decode_cpu, decode_memory, encode_cpu, encode_memory, SnapshotFile, SnapshotMeta};
 use ioapic::IoApic;
 use lapic::{LocalApic, APIC_BUS_HZ, TSC_HZ};
@@ -46,6 +48,13 @@ pub enum EmuStop {
     /// The guest's init is about to read its command (the snapshot point), and the machine was
     /// asked to stop there. The reading instruction has not executed.
     SnapshotPoint,
+    /// The guest agent wrote `value` to one of its ports (recorder::PORT_FLUSH, PORT_CTRL). The
+    /// write has retired: resuming continues after it.
+    Agent {
+        vcpu: usize,
+        port: u16,
+        value: u32,
+    },
 }
 
 /// Pulses raised by devices (the serial port), routed through the I/O APIC after each access.
@@ -77,6 +86,10 @@ struct Bus {
     now: u64,
     ipis: Vec<(usize, lapic::Ipi)>,
     stop: Option<EmuStop>,
+    /// A guest agent port write waiting to be reported once its instruction has retired.
+    agent: Option<(u16, u32)>,
+    /// Set with `agent`: the CPU's stop predicate reads it (the platform holds the bus).
+    agent_flag: Arc<AtomicBool>,
 }
 
 impl Bus {
@@ -157,6 +170,12 @@ impl Platform for CpuPlatform<'_> {
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), PlatformStop> {
         let now = self.bus.now;
+        if port == PORT_FLUSH || port == PORT_CTRL {
+            // Let the OUT retire; `run_for` stops right after it.
+            self.bus.agent = Some((port, value));
+            self.bus.agent_flag.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
         if PIT_PORTS.contains(&port) || port == PORT_61 {
             self.bus.pit.io_write(port, value as u8, now);
             return Ok(());
@@ -398,6 +417,8 @@ impl EmuVm {
             now: 0,
             ipis: Vec::new(),
             stop: None,
+            agent: None,
+            agent_flag: Arc::new(AtomicBool::new(false)),
         };
         Ok(EmuVm { mem, cpus, state, bus, instructions: 0 })
     }
@@ -423,8 +444,9 @@ impl EmuVm {
                 let cpu = &mut self.cpus[i];
                 let before = cpu.icount;
                 let features = cpu.features;
+                let agent_flag = self.bus.agent_flag.clone();
                 let mut plat = CpuPlatform { cpu: i, bus: &mut self.bus, features };
-                let r = cpu.run(&mut self.mem, &mut plat, q, |_| false);
+                let r = cpu.run(&mut self.mem, &mut plat, q, |_| agent_flag.load(Ordering::Relaxed));
                 let ran = cpu.icount - before;
                 self.instructions += ran;
                 self.bus.now += ran;
@@ -446,6 +468,10 @@ impl EmuVm {
                     Err(e) => return EmuStop::Failed(format!("vCPU {i}: {e}")),
                 }
                 self.route_ipis();
+                if let Some((port, value)) = self.bus.agent.take() {
+                    self.bus.agent_flag.store(false, Ordering::Relaxed);
+                    return EmuStop::Agent { vcpu: i, port, value };
+                }
             }
             if !ran_any {
                 // Everyone is halted: jump to the next timer event.
@@ -581,6 +607,8 @@ impl EmuVm {
             now: devs.now,
             ipis: Vec::new(),
             stop: None,
+            agent: None,
+            agent_flag: Arc::new(AtomicBool::new(false)),
         };
         let instructions = meta.instructions;
         Ok((EmuVm { mem, cpus, state, bus, instructions }, meta))
@@ -594,6 +622,39 @@ impl EmuVm {
     /// Guest memory (for snapshots).
     pub fn memory(&self) -> &FlatMemory {
         &self.mem
+    }
+
+    /// The CPUID table each vCPU sees (for the trace header).
+    pub fn cpuid_tables(&self) -> Vec<krr_trace::CpuidTable> {
+        const LEAVES: [(u32, u32); 8] = [
+            (0, 0),
+            (1, 0),
+            (7, 0),
+            (0x15, 0),
+            (0x16, 0),
+            (0x8000_0000, 0),
+            (0x8000_0001, 0),
+            (0x8000_0008, 0),
+        ];
+        (0..self.cpus.len())
+            .map(|i| krr_trace::CpuidTable {
+                vcpu: i as u32,
+                entries: LEAVES
+                    .iter()
+                    .map(|&(leaf, subleaf)| {
+                        let r = emu_cpuid(leaf, subleaf, i as u32, &self.cpus[i].features);
+                        krr_trace::CpuidEntry {
+                            leaf,
+                            subleaf,
+                            eax: r.eax,
+                            ebx: r.ebx,
+                            ecx: r.ecx,
+                            edx: r.edx,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 

@@ -21,6 +21,7 @@ pub use memory::GuestRam;
 use crate::boot::{BootPlan, FlatSegment};
 use crate::cpuid::{reduce, CpuidLeaf};
 use crate::devices::{Devices, IrqSink, PortAction, CMD_PORT};
+use crate::recorder::{Recorder, CTRL_PANIC, CTRL_START, PORT_CTRL, PORT_FLUSH};
 
 /// Errors of the KVM backend.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum VcpuStop {
     Kicked,
     /// The guest's init is about to read its command and a snapshot was requested.
     SnapshotPoint,
+    /// The guest agent started recording: the VMM must snapshot the machine now.
+    AgentStart,
 }
 
 /// Pulses ISA lines on KVM's in-kernel I/O APIC and PIC.
@@ -72,13 +75,15 @@ pub struct KvmVm {
     vm: Arc<VmFd>,
     _kvm: Kvm,
     ram: GuestRam,
+    cpuid: Vec<krr_trace::CpuidTable>,
 }
 
-/// A VM whose vCPU threads ran and stopped: what a snapshot is taken from.
+/// A VM whose vCPU threads ran and stopped: what a snapshot is taken from, and what resumes.
 pub struct StoppedVm {
     pub vm: Arc<VmFd>,
     pub vcpus: Vec<VcpuFd>,
     pub ram: Arc<GuestRam>,
+    kvm: Kvm,
 }
 
 impl std::fmt::Debug for StoppedVm {
@@ -91,6 +96,17 @@ impl StoppedVm {
     /// Capture the VM's device and vCPU state.
     pub fn state(&self) -> Result<KvmVmState, KvmError> {
         state::capture(&self.vm, &self.vcpus)
+    }
+
+    /// Run the vCPUs again where they stopped (see [`KvmVm::start`]).
+    pub fn resume(
+        self,
+        devices: Arc<Mutex<Devices>>,
+        stop: Arc<AtomicBool>,
+        report: Sender<(u32, VcpuStop)>,
+        recorder: Option<Arc<Mutex<Recorder>>>,
+    ) -> std::io::Result<RunningVm> {
+        spawn(self.vcpus, self.vm, self.ram, self.kvm, VcpuContext { devices, stop, report, recorder })
     }
 }
 
@@ -188,6 +204,7 @@ impl KvmVm {
         let supported =
             kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         let mut fds = Vec::new();
+        let mut tables = Vec::new();
         for id in 0..vcpus {
             let vcpu = vm.create_vcpu(id as u64).map_err(ioctl("KVM_CREATE_VCPU"))?;
             let mut leaves: Vec<CpuidLeaf> = supported
@@ -217,6 +234,21 @@ impl KvmVm {
                 .collect();
             cpuid = CpuId::from_entries(&kept).unwrap_or(cpuid);
             vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+            tables.push(krr_trace::CpuidTable {
+                vcpu: id,
+                entries: cpuid
+                    .as_slice()
+                    .iter()
+                    .map(|e| krr_trace::CpuidEntry {
+                        leaf: e.function,
+                        subleaf: e.index,
+                        eax: e.eax,
+                        ebx: e.ebx,
+                        ecx: e.ecx,
+                        edx: e.edx,
+                    })
+                    .collect(),
+            });
             let msrs = Msrs::from_entries(&[kvm_msr_entry { index: 0x1a0, data: 1, ..Default::default() }])
                 .map_err(|_| KvmError::Ioctl {
                 what: "MSR list",
@@ -228,37 +260,60 @@ impl KvmVm {
             set_lint(&vcpu)?;
             fds.push(vcpu);
         }
-        Ok(KvmVm { vcpus: fds, vm: Arc::new(vm), _kvm: kvm, ram })
+        Ok(KvmVm { vcpus: fds, vm: Arc::new(vm), _kvm: kvm, ram, cpuid: tables })
+    }
+
+    /// The CPUID table set on each vCPU (for the trace header; some hosts ignore it, which is
+    /// why the guest agent logs the CPUID results the kernel actually sees).
+    pub fn cpuid_tables(&self) -> &[krr_trace::CpuidTable] {
+        &self.cpuid
     }
 
     /// Run every vCPU on its own thread until one stops or `stop` is set; each thread reports
-    /// why it stopped on `report`. Returns the thread handles.
+    /// why it stopped on `report`. With a recorder, the threads serve the guest agent's ports.
     pub fn start(
         self,
         devices: Arc<Mutex<Devices>>,
         stop: Arc<AtomicBool>,
         report: Sender<(u32, VcpuStop)>,
+        recorder: Option<Arc<Mutex<Recorder>>>,
     ) -> std::io::Result<RunningVm> {
-        kick::install()?;
-        let KvmVm { vcpus, vm, _kvm, ram } = self;
-        let ram = Arc::new(ram);
-        let mut handles = Vec::new();
-        for (id, mut vcpu) in vcpus.into_iter().enumerate() {
-            // Guest memory stays alive until the last vCPU thread ends.
-            let keep = ram.clone();
-            let devices = devices.clone();
-            let stop = stop.clone();
-            let report = report.clone();
-            let h = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
-                let why = run_vcpu(&mut vcpu, id, &devices, &stop);
-                drop(keep);
-                let _ = report.send((id as u32, why));
-                vcpu
-            })?;
-            handles.push(h);
-        }
-        Ok(RunningVm { vm, ram, handles, _kvm })
+        let KvmVm { vcpus, vm, _kvm, ram, .. } = self;
+        spawn(vcpus, vm, Arc::new(ram), _kvm, VcpuContext { devices, stop, report, recorder })
     }
+}
+
+/// What every vCPU thread shares.
+#[derive(Clone)]
+struct VcpuContext {
+    devices: Arc<Mutex<Devices>>,
+    stop: Arc<AtomicBool>,
+    report: Sender<(u32, VcpuStop)>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+}
+
+fn spawn(
+    vcpus: Vec<VcpuFd>,
+    vm: Arc<VmFd>,
+    ram: Arc<GuestRam>,
+    kvm: Kvm,
+    ctx: VcpuContext,
+) -> std::io::Result<RunningVm> {
+    kick::install()?;
+    let mut handles = Vec::new();
+    for (id, mut vcpu) in vcpus.into_iter().enumerate() {
+        // Guest memory stays alive until the last vCPU thread ends.
+        let ram = ram.clone();
+        let ctx = ctx.clone();
+        let h = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
+            let why = run_vcpu(&mut vcpu, id, &ctx, &ram);
+            drop(ram);
+            let _ = ctx.report.send((id as u32, why));
+            vcpu
+        })?;
+        handles.push(h);
+    }
+    Ok(RunningVm { vm, ram, handles, kvm })
 }
 
 /// vCPU threads at work.
@@ -266,7 +321,7 @@ pub struct RunningVm {
     vm: Arc<VmFd>,
     ram: Arc<GuestRam>,
     handles: Vec<std::thread::JoinHandle<VcpuFd>>,
-    _kvm: Kvm,
+    kvm: Kvm,
 }
 
 impl std::fmt::Debug for RunningVm {
@@ -287,7 +342,12 @@ impl RunningVm {
                 vcpus.push(v);
             }
         }
-        StoppedVm { vm: self.vm, vcpus, ram: self.ram }
+        StoppedVm { vm: self.vm, vcpus, ram: self.ram, kvm: self.kvm }
+    }
+
+    /// Guest memory (readable while the vCPUs run).
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
     }
 }
 
@@ -299,14 +359,14 @@ fn settle(vcpu: &mut VcpuFd) {
     vcpu.set_kvm_immediate_exit(0);
 }
 
-fn run_vcpu(vcpu: &mut VcpuFd, id: usize, devices: &Mutex<Devices>, stop: &AtomicBool) -> VcpuStop {
+fn run_vcpu(vcpu: &mut VcpuFd, id: usize, ctx: &VcpuContext, ram: &GuestRam) -> VcpuStop {
     loop {
-        if stop.load(Ordering::Acquire) {
+        if ctx.stop.load(Ordering::Acquire) {
             settle(vcpu);
             return VcpuStop::Kicked;
         }
         let exit = vcpu.run();
-        let lock = || devices.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = || ctx.devices.lock().unwrap_or_else(|p| p.into_inner());
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
                 if port == CMD_PORT && data.len() == 4 && lock().take_snapshot_request() {
@@ -322,7 +382,15 @@ fn run_vcpu(vcpu: &mut VcpuFd, id: usize, devices: &Mutex<Devices>, stop: &Atomi
                 let mut v = [0u8; 4];
                 let n = data.len().min(4);
                 v[..n].copy_from_slice(&data[..n]);
-                match lock().io_out(port, n as u8, u32::from_le_bytes(v)) {
+                let value = u32::from_le_bytes(v);
+                if let (PORT_FLUSH | PORT_CTRL, Some(rec)) = (port, &ctx.recorder) {
+                    match agent_port(rec, ram, port, value) {
+                        Ok(None) => continue,
+                        Ok(Some(stop)) => return stop,
+                        Err(msg) => return VcpuStop::Failed(msg),
+                    }
+                }
+                match lock().io_out(port, n as u8, value) {
                     PortAction::Continue => {}
                     PortAction::Exit(code) => return VcpuStop::Exit(code),
                     PortAction::Reset => return VcpuStop::Reset,
@@ -357,6 +425,26 @@ fn run_vcpu(vcpu: &mut VcpuFd, id: usize, devices: &Mutex<Devices>, stop: &Atomi
             Err(e) => return VcpuStop::Failed(format!("KVM_RUN: {e}")),
         }
     }
+}
+
+/// The guest agent wrote to one of its ports: drain a full ring (the vCPU waits, so the guest
+/// sees its ring exactly as it left it), note a panic, or stop for the start snapshot.
+fn agent_port(
+    rec: &Mutex<Recorder>,
+    ram: &GuestRam,
+    port: u16,
+    value: u32,
+) -> Result<Option<VcpuStop>, String> {
+    let mut rec = rec.lock().unwrap_or_else(|p| p.into_inner());
+    match (port, value) {
+        (PORT_FLUSH, used) => {
+            rec.on_flush(used as u64, &|gpa, buf| ram.read(gpa, buf)).map_err(|e| e.to_string())?
+        }
+        (_, CTRL_START) => return Ok(Some(VcpuStop::AgentStart)),
+        (_, CTRL_PANIC) => rec.on_panic(),
+        (_, other) => return Err(format!("the guest agent sent an unknown control value {other}")),
+    }
+    Ok(None)
 }
 
 fn set_boot_state(vcpu: &VcpuFd, plan: &BootPlan) -> Result<(), KvmError> {

@@ -233,7 +233,8 @@ fn summary(e: &Event) -> String {
         Event::Random { source, value, ok, .. } => {
             format!("{source:?} value={value:#x} {}", if *ok { "ok" } else { "failed" }).to_lowercase()
         }
-        Event::Rdmsr { msr, value, .. } => format!("msr={msr:#x} value={value:#x}"),
+        Event::Rdmsr { msr, value, fault: false, .. } => format!("msr={msr:#x} value={value:#x}"),
+        Event::Rdmsr { msr, fault: true, .. } => format!("msr={msr:#x} #GP"),
         Event::Cpuid { leaf, subleaf, eax, ebx, ecx, edx, .. } => {
             format!("leaf={leaf:#x} subleaf={subleaf:#x} eax={eax:#x} ebx={ebx:#x} ecx={ecx:#x} edx={edx:#x}")
         }

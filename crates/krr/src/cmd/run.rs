@@ -63,7 +63,7 @@ pub struct VmArgs {
     pub quiet: bool,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, mul) = match s.char_indices().last() {
         Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
         Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
@@ -114,6 +114,8 @@ impl VmArgs {
             save_snapshot: None,
             from_snapshot: None,
             snapshot_on_console: None,
+            record: None,
+            interrupt: Some(super::interrupt_flag()?),
         })
     }
 }
@@ -160,6 +162,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ExitReason::SnapshotSaved { path, bytes } => {
             eprintln!("krr run: saved the VM to {} ({} KiB); {how}", path.display(), bytes >> 10);
             ExitCode::SUCCESS
+        }
+        ExitReason::Interrupted => {
+            eprintln!("krr run: interrupted; {how}");
+            ExitCode::from(130)
         }
         ExitReason::KvmCannotRunUserSpace => {
             eprintln!(

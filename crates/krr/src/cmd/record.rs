@@ -1,0 +1,147 @@
+//! `krr record`: boot the guest, run a workload, and record its kernel's inputs into a trace.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use krr_vmm::vm::RecordConfig;
+use krr_vmm::ExitReason;
+
+use super::run::{parse_size, VmArgs};
+
+/// Boot a Linux guest whose kernel carries the krr agent, run CMD, and record every input the
+/// guest kernel receives (system calls, exceptions, interrupts with their exact position, user
+/// memory it reads, port/MMIO reads, RDTSC, RDMSR, CPUID) into the trace directory DIR.
+///
+/// Recording starts just before the kernel runs /init (or early in boot with --from-boot) with
+/// a snapshot of the whole machine, and ends when the workload exits, the guest kernel panics,
+/// or krr is interrupted (Ctrl-C, SIGTERM); in every case the trace is sealed and `krr dump`
+/// reads it. A recorder killed outright leaves a trace readable up to its last written block.
+///
+/// Exit status: the workload's own; 125 if the guest kernel panicked or reset, or the backend
+/// could not run the guest; 124 if --timeout expired; 130 if interrupted; 1 on errors.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// The trace directory to create (it must not exist, or be empty).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// Start recording as early in boot as the guest agent can run (for recordings of the
+    /// kernel alone), instead of just before /init.
+    #[arg(long)]
+    pub from_boot: bool,
+    /// Guest memory reserved for the agent's log ring; the guest stops to hand it over when it
+    /// is full.
+    #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
+    pub ring: u64,
+    /// The command to run in the guest.
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    if args.vm.smp != 1 {
+        bail!(
+            "--smp {}: recording more than one vCPU needs the kernel lock, which is not built yet; use --smp 1",
+            args.vm.smp
+        );
+    }
+    if !(64 << 10..=256 << 20).contains(&args.ring) || args.ring % 4096 != 0 {
+        bail!("--ring {}: the ring must be 64K to 256M, a multiple of 4K", args.ring);
+    }
+    if args.output.exists() && std::fs::read_dir(&args.output).map(|mut d| d.next().is_some()).unwrap_or(true)
+    {
+        bail!(
+            "{}: exists and is not an empty directory (krr record never overwrites a trace)",
+            args.output.display()
+        );
+    }
+    let mut cfg = args.vm.config(&args.cmd)?;
+    let kernel_version = cfg
+        .vmlinux
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join("linux-version")).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    cfg.record = Some(RecordConfig {
+        dir: args.output.clone(),
+        ring_bytes: args.ring,
+        from_boot: args.from_boot,
+        producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
+        kernel_version,
+    });
+    let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", args.output.display()))?;
+    let secs = out.elapsed.as_secs_f64();
+    let Some(rec) = &out.record else { bail!("the run ended without a trace") };
+    if rec.snapshot_bytes == 0 {
+        eprintln!(
+            "krr record: warning: the guest agent never started recording (is the kernel built with the krr \
+             patch? `krr guest build` makes one); the trace holds no events"
+        );
+    }
+    let per_event = if rec.events > 0 { rec.event_bytes as f64 / rec.events as f64 } else { 0.0 };
+    let insns = if out.instructions > 0 {
+        format!(
+            ", {} guest instructions ({} recorded)",
+            out.instructions,
+            out.instructions - out.instructions_before_record
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "krr record: trace {} (accel {}): {} events, {} bytes ({per_event:.1} B/event), console {} bytes, \
+         snapshot {} KiB, {} ring flushes; end reason {}; {secs:.1} s{insns}",
+        rec.dir.display(),
+        out.accel.name(),
+        rec.events,
+        rec.event_bytes,
+        rec.console_bytes,
+        rec.snapshot_bytes >> 10,
+        rec.ring_flushes,
+        rec.end_reason,
+    );
+    if rec.unfinished_inputs > 0 {
+        eprintln!(
+            "krr record: {} inputs were still being read when the recording ended",
+            rec.unfinished_inputs
+        );
+    }
+    Ok(match out.reason {
+        ExitReason::Exited(code) => {
+            eprintln!("krr record: workload exited with status {code}");
+            ExitCode::from(code)
+        }
+        ExitReason::Panic(line) => {
+            eprintln!("krr record: guest kernel panic: {line}");
+            ExitCode::from(125)
+        }
+        ExitReason::Reset => {
+            eprintln!("krr record: the guest reset without reporting an exit status");
+            ExitCode::from(125)
+        }
+        ExitReason::Timeout => {
+            eprintln!("krr record: timed out; the trace is sealed");
+            ExitCode::from(124)
+        }
+        ExitReason::Interrupted => {
+            eprintln!("krr record: interrupted; the trace is sealed");
+            ExitCode::from(130)
+        }
+        ExitReason::KvmCannotRunUserSpace if args.from_boot => {
+            eprintln!(
+                "krr record: recorded the kernel up to Run /init (this host's KVM cannot run the guest's user space)"
+            );
+            ExitCode::SUCCESS
+        }
+        ExitReason::KvmCannotRunUserSpace => {
+            eprintln!(
+                "krr record: the kernel reached Run /init, but this host's KVM cannot run the guest's user space \
+                 (see krr doctor); use --accel emu, or --from-boot to record the kernel alone"
+            );
+            ExitCode::from(125)
+        }
+        ExitReason::SnapshotSaved { .. } => ExitCode::SUCCESS,
+    })
+}
