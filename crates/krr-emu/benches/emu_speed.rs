@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p krr-emu --bench emu_speed` (release profile). Workloads:
 //! (a) register-only loop, (b) load/store loop, (c) kernel-like mix with 4 KiB paging,
-//! calls and stack traffic over several code pages, (d) user-mode (CPL3) string mix.
+//! calls and stack traffic over several code pages, (d) user-mode (CPL3) string mix; (e) the
+//! cost of a fresh `Cpu` running a few instructions.
 
 use std::time::Instant;
 
@@ -151,6 +152,23 @@ fn bench(name: &str, user: bool, code: &[u8], instructions: u64, cache: bool) {
     );
 }
 
+/// Cost of a fresh CPU that runs a few instructions (what a fuzz target does per input).
+fn bench_fresh_cpus(code: &[u8], count: u32) {
+    let mut mem = memory();
+    assert!(mem.load(CODE, code));
+    let mut p = SimplePlatform::new();
+    let t = Instant::now();
+    for _ in 0..count {
+        let mut c = cpu(false);
+        c.run(&mut mem, &mut p, 10, |_| false).expect("benchmark program failed");
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "(e) fresh Cpu + 10 instructions {:>8.1} us per CPU ({count} CPUs)",
+        dt / f64::from(count) * 1e6
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2_000_000 } else { 50_000_000 };
@@ -161,6 +179,9 @@ fn main() {
         ("(d) user string mix", true, asm(user_strings)),
     ];
     let only: Option<String> = std::env::args().skip(1).find(|a| a.starts_with('('));
+    if only.as_ref().is_none_or(|o| o.starts_with("(e)")) {
+        bench_fresh_cpus(&progs[0].2, if quick { 100 } else { 2000 });
+    }
     for (name, user, code) in &progs {
         if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
             continue;

@@ -128,15 +128,16 @@ impl Exception {
 /// Internal failure of one instruction: either a guest exception or an emulator error.
 #[derive(Debug)]
 pub(crate) enum Fault {
-    /// Deliver this exception to the guest.
-    Exc(Exception),
+    /// Deliver this exception to the guest (boxed too: `ExResult<u64>` then fits in two
+    /// registers, and exceptions are rare next to instructions).
+    Exc(Box<Exception>),
     /// Stop emulation (boxed to keep `Result<(), Fault>` small on the hot path).
     Err(Box<EmuError>),
 }
 
 impl From<Exception> for Fault {
     fn from(e: Exception) -> Self {
-        Fault::Exc(e)
+        Fault::Exc(Box::new(e))
     }
 }
 

@@ -50,6 +50,7 @@ impl Ctx<'_> {
                 }
                 Err(Fault::Err(e)) => return Err(*e),
                 Err(Fault::Exc(next)) => {
+                    let next = *next;
                     let (c1, c2) = (class(cur.vector), class(next.vector));
                     if kind != EventKind::SoftwareInt && c1 == 3 {
                         return Err(EmuError::TripleFault { rip: self.start_rip, vector: next.vector });

@@ -51,21 +51,31 @@ pub enum RunExit {
 /// log2 of the number of decode cache slots.
 const CACHE_BITS: u32 = 16;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+/// Set in every valid tag, so a zero tag (fresh, zero-allocated memory) is an empty slot.
+const VALID: u64 = 1 << 63;
 
+/// A decoded instruction and its handler.
 #[derive(Clone, Copy)]
-struct Slot {
-    /// (physical address << 2) | mode, or u64::MAX.
-    tag: u64,
-    /// Linear RIP the instruction was decoded at (branch targets depend on it).
-    rip: u64,
+pub(crate) struct Entry {
     d: Decoded,
     handler: Handler,
 }
 
 /// Decoded-instruction cache; direct mapped by physical address so the slots of one physical
 /// page are contiguous and a code-page write invalidates them with one short scan.
+///
+/// Cheap to create: `meta` is allocated per page color (4096 slots) on first use, and decodes
+/// live in `entries`, which only grows with the slots used.
 pub(crate) struct DecodeCache {
-    slots: Vec<Slot>,
+    /// Per page color, per slot `[tag, rip, entry, 0]`: tag = VALID | (physical address << 2) |
+    /// mode, or 0 when empty; rip = the linear RIP the instruction was decoded at (branch
+    /// targets depend on it); entry = 1 + index in `entries` owned by the slot, or 0 if it
+    /// never held one.
+    meta: [Option<Box<[[u64; 4]]>>; CACHE_SLOTS / 4096],
+    /// Decodes, referenced from `meta`.
+    entries: Vec<Entry>,
+    /// A one-off decode (not cacheable, or the cache is off).
+    local: Option<Entry>,
     epoch: u64,
     enabled: bool,
     scratch: Vec<u64>,
@@ -77,7 +87,16 @@ pub(crate) struct DecodeCache {
 
 impl Default for DecodeCache {
     fn default() -> Self {
-        DecodeCache { slots: Vec::new(), epoch: 0, enabled: true, scratch: Vec::new(), hits: 0, misses: 0 }
+        DecodeCache {
+            meta: Default::default(),
+            entries: Vec::new(),
+            local: None,
+            epoch: 0,
+            enabled: true,
+            scratch: Vec::new(),
+            hits: 0,
+            misses: 0,
+        }
     }
 }
 
@@ -98,25 +117,48 @@ impl fmt::Debug for DecodeCache {
     }
 }
 
-fn empty_slot() -> Slot {
-    Slot { tag: u64::MAX, rip: 0, d: Decoded::new(Instruction::new()), handler: insn::unimplemented_handler }
-}
-
 impl DecodeCache {
+    /// Drops every decode (and the storage: it is reallocated lazily).
     pub(crate) fn flush(&mut self) {
-        for s in &mut self.slots {
-            s.tag = u64::MAX;
+        self.meta = Default::default();
+        self.entries = Vec::new();
+    }
+
+    /// Index in `entries` of the decode in slot `idx`, if it holds `tag` (VALID set) decoded
+    /// at `rip`.
+    #[inline(always)]
+    fn lookup(&self, idx: usize, tag: u64, rip: u64) -> Option<usize> {
+        match self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)].as_deref()?.get(idx & 0xfff) {
+            Some(&[t, r, e, _]) if t == tag && r == rip => Some(e.wrapping_sub(1) as usize),
+            _ => None,
         }
     }
 
+    fn insert(&mut self, idx: usize, tag: u64, rip: u64, e: Entry) -> &Entry {
+        let chunk = self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)]
+            .get_or_insert_with(|| vec![[0; 4]; 4096].into_boxed_slice());
+        let m = &mut chunk[idx & 0xfff];
+        let k = if m[2] == 0 {
+            self.entries.push(e);
+            m[2] = self.entries.len() as u64;
+            self.entries.len() - 1
+        } else {
+            let k = (m[2] - 1) as usize;
+            self.entries[k] = e;
+            k
+        };
+        m[0] = tag;
+        m[1] = rip;
+        &self.entries[k]
+    }
+
     fn invalidate_page(&mut self, pfn: u64) {
-        if self.slots.is_empty() {
-            return;
-        }
-        let start = ((pfn << 12) as usize) & (CACHE_SLOTS - 1);
-        for s in &mut self.slots[start..start + 4096] {
-            if s.tag != u64::MAX && s.tag >> 14 == pfn {
-                s.tag = u64::MAX;
+        let color = (pfn as usize) & (CACHE_SLOTS / 4096 - 1);
+        if let Some(chunk) = self.meta[color].as_deref_mut() {
+            for m in chunk {
+                if m[0] != 0 && (m[0] & !VALID) >> 14 == pfn {
+                    m[0] = 0;
+                }
             }
         }
     }
@@ -145,6 +187,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) start_rip: u64,
     /// Set by REP string instructions that stopped early for a pending interrupt.
     pub(crate) rep_interrupted: bool,
+    /// Memory may have been written since the code epoch was last compared (only writes
+    /// through this context can bump it while the context holds the memory).
+    pub(crate) wrote: bool,
 }
 
 impl Cpu {
@@ -157,7 +202,7 @@ impl Cpu {
         plat: &mut dyn Platform,
     ) -> Result<StepEvent, EmuError> {
         let mut cache = std::mem::take(&mut self.cache);
-        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false };
+        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true };
         let r = ctx.step(&mut cache);
         self.cache = cache;
         r
@@ -175,7 +220,7 @@ impl Cpu {
     ) -> Result<RunExit, EmuError> {
         let target = self.icount.saturating_add(max_instructions);
         let mut cache = std::mem::take(&mut self.cache);
-        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false };
+        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true };
         let r = loop {
             if ctx.cpu.icount >= target {
                 break Ok(RunExit::Limit);
@@ -198,9 +243,6 @@ impl Cpu {
     pub fn set_decode_cache(&mut self, enabled: bool) {
         self.cache.enabled = enabled;
         self.cache.flush();
-        if !enabled {
-            self.cache.slots = Vec::new();
-        }
     }
 
     /// (hits, misses) of the decode cache.
@@ -228,24 +270,19 @@ impl Cpu {
     }
 }
 
-/// Result of a fetch: a slot of the decode cache, or a one-off decode.
-enum Fetched {
-    Cached(usize),
-    Local(Box<(Decoded, Handler)>),
-}
-
 impl Ctx<'_> {
     #[inline(always)]
     pub(crate) fn step(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
-        let epoch = self.mem.code_epoch();
-        if epoch != cache.epoch {
-            cache.sync(&*self.mem, epoch);
+        if self.wrote {
+            self.wrote = false;
+            let epoch = self.mem.code_epoch();
+            if epoch != cache.epoch {
+                cache.sync(&*self.mem, epoch);
+            }
         }
         self.start_rip = self.cpu.rip;
-        if self.cpu.pending_db
-            || self.cpu.nmi_pending
-            || self.cpu.halted
-            || self.cpu.interrupt_shadow
+        // Non-short-circuit `|` so the four adjacent flags are tested with one load.
+        if (self.cpu.pending_db | self.cpu.nmi_pending | self.cpu.halted | self.cpu.interrupt_shadow)
             || self.cpu.rflags & flags::IF != 0
         {
             if let Some(ev) = self.events()? {
@@ -253,26 +290,23 @@ impl Ctx<'_> {
             }
         }
         let tf = self.cpu.rflags & flags::TF != 0;
-        let fetched = match self.fetch(cache) {
-            Ok(x) => x,
+        let e = match self.fetch(cache) {
+            Ok(e) => e,
             Err(f) => return self.fault(f),
         };
-        let (instr, handler) = match &fetched {
-            Fetched::Cached(idx) => {
-                let s = &cache.slots[*idx];
-                (&s.d, s.handler)
-            }
-            Fetched::Local(b) => (&b.0, b.1),
-        };
-        self.cpu.rip = instr.next;
+        self.cpu.rip = e.d.next;
         self.rep_interrupted = false;
-        match handler(self, instr) {
+        match (e.handler)(self, &e.d) {
             Ok(()) => {
                 if self.rep_interrupted {
                     return Ok(StepEvent::Interrupted);
                 }
                 self.cpu.icount += 1;
-                self.cpu.rflags &= !flags::RF;
+                // Only store when needed: a byte-wide `and` on RFLAGS would stall the
+                // next step's full-width load (failed store forwarding).
+                if self.cpu.rflags & flags::RF != 0 {
+                    self.cpu.rflags &= !flags::RF;
+                }
                 if tf {
                     self.cpu.pending_db = true;
                 }
@@ -317,7 +351,7 @@ impl Ctx<'_> {
         self.cpu.rip = self.start_rip;
         match f {
             Fault::Exc(e) => {
-                let v = self.raise(e, EventKind::Fault, self.start_rip)?;
+                let v = self.raise(*e, EventKind::Fault, self.start_rip)?;
                 Ok(StepEvent::Exception { vector: v })
             }
             Fault::Err(e) => Err(*e),
@@ -325,8 +359,8 @@ impl Ctx<'_> {
     }
 
     /// Fetches the instruction at CS:RIP from the decode cache, decoding on a miss.
-    #[inline]
-    fn fetch(&mut self, cache: &mut DecodeCache) -> ExResult<Fetched> {
+    #[inline(always)]
+    fn fetch<'c>(&mut self, cache: &'c mut DecodeCache) -> ExResult<&'c Entry> {
         let long = self.cpu.efer & crate::cpu::cr::EFER_LMA != 0 && self.cpu.seg[SegReg::Cs as usize].l;
         let rip = self.cpu.rip;
         let lin =
@@ -343,27 +377,25 @@ impl Ctx<'_> {
             p
         };
         let mode = if long { Mode::Long64 } else { self.cpu.mode() };
-        let tag = (phys << 2) | mode as u64;
+        let tag = VALID | (phys << 2) | mode as u64;
         let idx = (phys as usize) & (CACHE_SLOTS - 1);
-        if let Some(s) = cache.slots.get(idx) {
-            if s.tag == tag && s.rip == rip {
-                cache.hits += 1;
-                return Ok(Fetched::Cached(idx));
-            }
+        if let Some(k) = cache.lookup(idx, tag, rip) {
+            cache.hits += 1;
+            return Ok(&cache.entries[k]);
         }
         self.decode_slow(cache, lin, phys, tag, idx, prv)
     }
 
     #[inline(never)]
-    fn decode_slow(
+    fn decode_slow<'c>(
         &mut self,
-        cache: &mut DecodeCache,
+        cache: &'c mut DecodeCache,
         lin: u64,
         phys: u64,
         tag: u64,
         idx: usize,
         prv: Priv,
-    ) -> ExResult<Fetched> {
+    ) -> ExResult<&'c Entry> {
         let rip = self.cpu.rip;
         cache.misses += 1;
         let bitness = self.cpu.bitness();
@@ -390,15 +422,12 @@ impl Ctx<'_> {
             Some(h) => insn::specialize(&d, h),
             None => insn::unimplemented_handler,
         };
+        let e = Entry { d, handler };
         if cacheable && cache.enabled {
-            if cache.slots.is_empty() {
-                cache.slots = vec![empty_slot(); CACHE_SLOTS];
-            }
-            cache.slots[idx] = Slot { tag, rip, d, handler };
             self.mem.mark_code_page(phys >> 12);
-            return Ok(Fetched::Cached(idx));
+            return Ok(cache.insert(idx, tag, rip, e));
         }
-        Ok(Fetched::Local(Box::new((d, handler))))
+        Ok(cache.local.insert(e))
     }
 
     /// The bytes of the current instruction (for error reports).

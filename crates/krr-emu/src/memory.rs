@@ -147,12 +147,24 @@ impl FlatMemory {
     }
 }
 
+/// `dst.copy_from_slice(src)` with the usual operand sizes as inline moves, not `memcpy` calls.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    match dst.len() {
+        8 => dst.copy_from_slice(&src[..8]),
+        4 => dst.copy_from_slice(&src[..4]),
+        2 => dst.copy_from_slice(&src[..2]),
+        1 => dst.copy_from_slice(&src[..1]),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 impl GuestMemory for FlatMemory {
     #[inline]
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
         let Some((idx, off)) = self.page_index(gpa, buf.len()) else { return false };
         match &self.pages[idx] {
-            Some(p) => buf.copy_from_slice(&p[off..off + buf.len()]),
+            Some(p) => copy(buf, &p[off..off + buf.len()]),
             None => buf.fill(0),
         }
         true
@@ -173,7 +185,7 @@ impl GuestMemory for FlatMemory {
             }
         }
         let page = self.pages[idx].get_or_insert_with(|| Arc::new([0; PAGE_SIZE]));
-        Arc::make_mut(page)[off..off + data.len()].copy_from_slice(data);
+        copy(&mut Arc::make_mut(page)[off..off + data.len()], data);
         true
     }
 

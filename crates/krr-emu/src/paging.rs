@@ -268,7 +268,7 @@ impl Ctx<'_> {
             if !leaf {
                 if e & 0x20 == 0 {
                     e |= 0x20;
-                    self.mem.write(ea, &e.to_le_bytes());
+                    self.mem_write(ea, &e.to_le_bytes());
                 }
                 table = e & addr_mask;
                 continue;
@@ -281,7 +281,7 @@ impl Ctx<'_> {
                 ne |= 0x40;
             }
             if ne != e {
-                self.mem.write(ea, &ne.to_le_bytes());
+                self.mem_write(ea, &ne.to_le_bytes());
             }
             if ne & 0x40 != 0 {
                 bits |= T_DIRTY;
@@ -298,6 +298,13 @@ impl Ctx<'_> {
         unreachable!("the level-0 entry is always a leaf")
     }
 
+    /// Writes RAM (`GuestMemory::write`), noting that the code epoch may have moved.
+    #[inline]
+    pub(crate) fn mem_write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        self.wrote = true;
+        self.mem.write(gpa, data)
+    }
+
     /// Reads guest-physical memory, sending non-RAM to the platform as MMIO.
     #[inline]
     pub(crate) fn phys_read(&mut self, gpa: u64, buf: &mut [u8]) -> ExResult {
@@ -310,7 +317,7 @@ impl Ctx<'_> {
     /// Writes guest-physical memory, sending non-RAM to the platform as MMIO.
     #[inline]
     pub(crate) fn phys_write(&mut self, gpa: u64, data: &[u8]) -> ExResult {
-        if !self.mem.write(gpa, data) {
+        if !self.mem_write(gpa, data) {
             self.plat.mmio_write(gpa, data)?;
         }
         Ok(())

@@ -214,6 +214,15 @@ fn jcc64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     Ok(())
 }
 
+/// JMP rel in 64-bit mode with the target precomputed (`jcc64` without the condition).
+fn jmp64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    if !is_canonical(d.imm) {
+        return Err(Exception::gp(0).into());
+    }
+    ctx.cpu.rip = d.imm;
+    Ok(())
+}
+
 /// Fast handlers for 64-bit relative branches (decoded in 64-bit mode, so the CPU is in it).
 pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
     if d.op_count() != 1 || d.op_kind(0) != OpKind::NearBranch64 {
@@ -239,7 +248,9 @@ pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
             | Mnemonic::Jle
             | Mnemonic::Jg
     );
-    if d.mnemonic() == Mnemonic::Jmp || is_jcc {
+    if d.mnemonic() == Mnemonic::Jmp {
+        Some(jmp64)
+    } else if is_jcc {
         Some(jcc64)
     } else {
         None

@@ -122,7 +122,12 @@ impl Decoded {
 
 /// Swaps in a fast handler for common register/immediate forms; same semantics as `h`.
 pub(crate) fn specialize(d: &Decoded, h: Handler) -> Handler {
-    alu::specialize(d).or_else(|| data::specialize(d)).or_else(|| control::specialize(d)).unwrap_or(h)
+    alu::specialize(d)
+        .or_else(|| shift::specialize(d))
+        .or_else(|| stack::specialize(d))
+        .or_else(|| data::specialize(d))
+        .or_else(|| control::specialize(d))
+        .unwrap_or(h)
 }
 
 impl Ctx<'_> {

@@ -33,6 +33,7 @@ fn count(ctx: &Ctx<'_>, i: &Instruction, n: u32) -> u64 {
 }
 
 /// Computes (result, Some(status flags)) or (a, None) when flags stay.
+#[inline]
 pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u64, Option<u64>) {
     let bits = (size * 8) as u32;
     let m = mask(size);
@@ -121,6 +122,63 @@ fn shift<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         }
     }
     Ok(())
+}
+
+/// `shift` with a plain GPR destination (SIZE its size) and an immediate count (CL if
+/// `CL_COUNT`): the same semantics with the operand decoding folded away.
+fn shift_r<const OP: u8, const SIZE: usize, const CL_COUNT: bool>(
+    ctx: &mut Ctx<'_>,
+    d: &Decoded,
+) -> ExResult {
+    let a = ctx.cpu.gpr[d.r0 & 15] & mask(SIZE);
+    let c = if CL_COUNT { ctx.cpu.gpr[1] & 0xff } else { d.imm };
+    let cf_in = ctx.cpu.rflags & CF != 0;
+    let (res, f) = shift_op(OP, a, c, cf_in, SIZE);
+    ctx.set_gpr(d.r0, SIZE, res);
+    if let Some(f) = f {
+        if OP >= ROL {
+            ctx.cpu.rflags = (ctx.cpu.rflags & !(CF | OF)) | f;
+        } else {
+            ctx.set_status(f | SHIFT_AF);
+        }
+    }
+    Ok(())
+}
+
+/// Fast handlers for shifts and rotates of a register by an immediate or CL.
+pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
+    if d.op_count() != 2 || !d.op0_plain_gpr() {
+        return None;
+    }
+    let cl = match d.op_kind(1) {
+        OpKind::Register if d.op_register(1) == iced_x86::Register::CL => true,
+        OpKind::Immediate8 => false,
+        _ => return None,
+    };
+    macro_rules! sized {
+        ($op:expr) => {
+            match (d.size, cl) {
+                (8, false) => shift_r::<$op, 8, false> as Handler,
+                (4, false) => shift_r::<$op, 4, false> as Handler,
+                (2, false) => shift_r::<$op, 2, false> as Handler,
+                (_, false) => shift_r::<$op, 1, false> as Handler,
+                (8, true) => shift_r::<$op, 8, true> as Handler,
+                (4, true) => shift_r::<$op, 4, true> as Handler,
+                (2, true) => shift_r::<$op, 2, true> as Handler,
+                (_, true) => shift_r::<$op, 1, true> as Handler,
+            }
+        };
+    }
+    Some(match d.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => sized!(SHL),
+        Mnemonic::Shr => sized!(SHR),
+        Mnemonic::Sar => sized!(SAR),
+        Mnemonic::Rol => sized!(ROL),
+        Mnemonic::Ror => sized!(ROR),
+        Mnemonic::Rcl => sized!(RCL),
+        Mnemonic::Rcr => sized!(RCR),
+        _ => return None,
+    })
 }
 
 /// SHLD/SHRD on a 3×size concatenation, which also gives Intel's results for 16-bit counts
@@ -262,5 +320,84 @@ mod tests {
         assert_eq!(cpu.gpr[0], 0x5678_9abc_def0_ffff);
         assert_eq!(cpu.gpr[3], 0x8000_0000);
         assert_eq!(cpu.gpr[8] & 0xff, 1);
+    }
+
+    /// Applies shift/rotate `k` to (dst, count) in the assembler.
+    macro_rules! shift_op_asm {
+        ($a:expr, $k:expr, $d:expr, $c:expr) => {
+            match $k {
+                0 => $a.shl($d, $c),
+                1 => $a.shr($d, $c),
+                2 => $a.sar($d, $c),
+                3 => $a.rol($d, $c),
+                4 => $a.ror($d, $c),
+                5 => $a.rcl($d, $c),
+                _ => $a.rcr($d, $c),
+            }
+        };
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(150))]
+        /// The fast register handlers (immediate and CL counts, all sizes) agree with the
+        /// generic memory-operand path.
+        #[test]
+        fn fast_paths_match_generic(
+            k in 0u8..7,
+            x in proptest::prelude::any::<u64>(),
+            n in 0u32..80,
+            cf in proptest::prelude::any::<bool>(),
+            flags_in in proptest::prelude::any::<bool>(),
+        ) {
+            let n8 = n & 0xff;
+            let (_, mem) = run_asm(|a| {
+                a.mov(rdi, DATA)?;
+                for form in 0..8usize {
+                    let out = (0x100 + form * 32) as i32;
+                    for (slot, mem_form) in [(0, false), (16, true)] {
+                        a.mov(rax, x)?;
+                        a.mov(qword_ptr(rdi + 8), rax)?;
+                        a.mov(ecx, n8)?;
+                        // Start from known status flags (all set or all clear) plus CF.
+                        if flags_in { a.mov(rdx, 0x8d5u64)?; } else { a.mov(rdx, 0u64)?; }
+                        a.push(rdx)?;
+                        a.popfq()?;
+                        if cf { a.stc()?; } else { a.clc()?; }
+                        match (form, mem_form) {
+                            (0, false) => shift_op_asm!(a, k, rax, n8)?,
+                            (1, false) => shift_op_asm!(a, k, eax, n8)?,
+                            (2, false) => shift_op_asm!(a, k, ax, n8)?,
+                            (3, false) => shift_op_asm!(a, k, al, n8)?,
+                            (4, false) => shift_op_asm!(a, k, rax, cl)?,
+                            (5, false) => shift_op_asm!(a, k, eax, cl)?,
+                            (6, false) => shift_op_asm!(a, k, ax, cl)?,
+                            (_, false) => shift_op_asm!(a, k, al, cl)?,
+                            (0, true) => shift_op_asm!(a, k, qword_ptr(rdi + 8), n8)?,
+                            (1, true) => shift_op_asm!(a, k, dword_ptr(rdi + 8), n8)?,
+                            (2, true) => shift_op_asm!(a, k, word_ptr(rdi + 8), n8)?,
+                            (3, true) => shift_op_asm!(a, k, byte_ptr(rdi + 8), n8)?,
+                            (4, true) => shift_op_asm!(a, k, qword_ptr(rdi + 8), cl)?,
+                            (5, true) => shift_op_asm!(a, k, dword_ptr(rdi + 8), cl)?,
+                            (6, true) => shift_op_asm!(a, k, word_ptr(rdi + 8), cl)?,
+                            (_, true) => shift_op_asm!(a, k, byte_ptr(rdi + 8), cl)?,
+                        }
+                        a.pushfq()?;
+                        a.pop(qword_ptr(rdi + out + slot))?;
+                        if mem_form {
+                            a.mov(rax, qword_ptr(rdi + 8))?;
+                        }
+                        a.mov(qword_ptr(rdi + out + slot + 8), rax)?;
+                    }
+                }
+                Ok(())
+            });
+            for form in 0..8u64 {
+                let o = DATA + 0x100 + form * 32;
+                let m = [u64::MAX, 0xffff_ffff, 0xffff, 0xff][(form % 4) as usize];
+                proptest::prop_assert_eq!(read_u64(&mem, o), read_u64(&mem, o + 16), "flags, form {}", form);
+                // A 32-bit register destination is zero-extended; memory keeps the upper bytes.
+                proptest::prop_assert_eq!(read_u64(&mem, o + 8) & m, read_u64(&mem, o + 24) & m, "result, form {}", form);
+            }
+        }
     }
 }

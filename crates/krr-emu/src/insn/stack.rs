@@ -139,6 +139,34 @@ fn leave(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     Ok(())
 }
 
+/// PUSH r64 (64-bit mode): `push` without the operand decoding.
+fn push_r64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let v = ctx.cpu.gpr[d.r0 & 15];
+    ctx.push(v, 8)
+}
+
+/// POP r64 (64-bit mode): `pop` without the operand decoding (RSP is incremented before the
+/// destination is written, so POP RSP loads the popped value).
+fn pop_r64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let v = ctx.peek(0, 8)?;
+    let sa = ctx.stack_addr_size();
+    ctx.set_sp(ctx.cpu.gpr[4].wrapping_add(8), sa);
+    ctx.cpu.gpr[d.r0 & 15] = v;
+    Ok(())
+}
+
+/// Fast handlers for PUSH/POP of a 64-bit GPR.
+pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
+    if !d.op0_plain_gpr() || d.size != 8 {
+        return None;
+    }
+    match d.code() {
+        Code::Push_r64 => Some(push_r64),
+        Code::Pop_r64 => Some(pop_r64),
+        _ => None,
+    }
+}
+
 /// Dispatch for this family.
 pub(crate) fn handler(_code: Code, m: Mnemonic) -> Option<Handler> {
     Some(match m {

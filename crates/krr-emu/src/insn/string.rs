@@ -191,7 +191,7 @@ fn fast_forward<const OP: u8>(ctx: &mut Ctx<'_>, src_seg: SegReg, esz: usize) ->
             }
         }
         let dp = ctx.translate(dst_lin, Access::Write, prv)?;
-        if !ctx.mem.write(dp, chunk) {
+        if !ctx.mem_write(dp, chunk) {
             return Ok(false);
         }
         ctx.cpu.gpr[7] = di.wrapping_add(bytes as u64);
