@@ -189,15 +189,30 @@ extract_tree() {
     mv "$TREE.tmp" "$TREE"
 }
 
+mapfile -t PATCHES < <(cd "$GUEST_DIR/patches" 2>/dev/null && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+# The series already applied to the tree is exactly the current one: leave the tree alone, so
+# make rebuilds nothing (re-patching would touch widely included headers and rebuild it all).
+same_series() {
+    local applied=$TREE/.krr-applied p
+    [ -d "$applied" ] || return 1
+    [ "$(cd "$applied" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)" = "$(printf '%s\n' "${PATCHES[@]}")" ] || return 1
+    for p in "${PATCHES[@]}"; do
+        cmp -s "$applied/$p" "$GUEST_DIR/patches/$p" || return 1
+    done
+}
+
+APPLY=("${PATCHES[@]}")
 if [ ! -f "$TREE/Makefile" ]; then
     extract_tree
+elif same_series; then
+    log "the kernel tree already carries guest/patches as they are"
+    APPLY=()
 elif ! unapply_old_series; then
     extract_tree
 fi
 
 mkdir -p "$TREE/.krr-applied"
-mapfile -t PATCHES < <(cd "$GUEST_DIR/patches" 2>/dev/null && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
-for p in "${PATCHES[@]}"; do
+for p in "${APPLY[@]}"; do
     if ! (cd "$TREE" && patch -p1 --dry-run -s -F0 -N -r - < "$GUEST_DIR/patches/$p" > "$TREE/.krr-patch.log" 2>&1); then
         cat "$TREE/.krr-patch.log" >&2
         # Leave the tree consistent: reverse what we applied so far.

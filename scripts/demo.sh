@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo (README "Quick start"): what this host offers, krr's trace tooling on a synthetic trace,
-# a snapshot of the booted guest resumed with a workload, and last a Linux guest booting under
+# The demo (README "Quick start"): what this host offers, a recording of a workload and what is in
+# it, a snapshot of the booted guest resumed with a workload, and last a Linux guest booting under
 # krr's VMM and running /bin/hello (the demo's exit status is the workload's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +22,11 @@ step "krr run --accel emu --save-snapshot: boot once, save the VM where init ask
 step "krr run --from-snapshot ... -- /bin/forkexec   (no boot)"
 "$krr" run --quiet --from-snapshot "$tmp/init.snap" -- /bin/forkexec
 
-step "a synthetic trace, written by krr-trace and read back by krr dump"
-cargo run -q --release -p krr-trace --example sample_trace -- "$tmp/trace"
-"$krr" dump "$tmp/trace"
+step "krr record -o TRACE -- /bin/forkexec   (boot, record every input the guest kernel receives)"
+"$krr" record --quiet -o "$tmp/trace" -- /bin/forkexec
+step "krr dump TRACE --stats; krr dump TRACE 0-12"
 "$krr" dump "$tmp/trace" --stats
+"$krr" dump "$tmp/trace" 0-12
 
 step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
 "$krr" run -- /bin/hello

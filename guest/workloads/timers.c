@@ -28,7 +28,9 @@ int main(int argc, char **argv)
     CHECK(nanosleep(&d, NULL) == 0, "nanosleep 20 ms");
     int64_t t1 = now_ns(CLOCK_MONOTONIC);
     CHECK(t1 - t0 >= 20000000, "slept %lld ns >= 20 ms", (long long)(t1 - t0));
-    wl_step("nanosleep(20 ms) took %lld us", (long long)((t1 - t0) / 1000));
+    /* How long exactly depends on the timer tick: print only what was checked, so the output
+     * is the same for every run (krr compares the consoles of runs and recordings). */
+    wl_step("nanosleep(20 ms) slept at least 20 ms");
 
     struct timespec abs;
     clock_gettime(CLOCK_MONOTONIC, &abs);

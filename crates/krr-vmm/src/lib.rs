@@ -5,6 +5,7 @@
 //! - `devices`: the port-I/O devices (16550 serial, exit-status port, i8042 reset, CMOS stub).
 //! - `kvm`: vCPU threads on KVM with the in-kernel irqchip (the fast path on real hardware).
 //! - `probe`: what the host's KVM can do (`krr doctor`, `--accel auto`).
+//! - `recorder`: the host half of the split recorder: drains the guest agent's ring into a trace.
 
 pub mod boot;
 pub mod cpuid;

@@ -19,6 +19,12 @@ use crate::recorder::{
 };
 use crate::snapshot::{decode_memory, encode_memory, SnapshotFile, SnapshotMeta};
 
+/// The kernel command line krr boots with. `noxsave` and `clearcpuid` keep the kernel on code
+/// paths krr-emu implements even where a host ignores KVM_SET_CPUID2 (DESIGN §12), so a trace
+/// recorded on either backend replays on the emulator.
+pub const BASE_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 noxsave \
+     clearcpuid=smap,smep,popcnt,rdpid,fsgsbase,pku,umip,avx,xsave";
+
 /// Which CPU backend runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -64,6 +70,8 @@ pub struct VmConfig {
     pub record: Option<RecordConfig>,
     /// Set by the caller (Ctrl-C, SIGTERM) to stop the run; a recording is sealed.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Count instructions by privilege and origin (emu; see [`crate::emu::Profile`]).
+    pub profile: bool,
 }
 
 /// What `krr record` asks of a run.
@@ -121,6 +129,10 @@ pub struct RunOutcome {
     pub record: Option<RecordSummary>,
     /// Guest instructions executed before recording started (emu; the rest were recorded).
     pub instructions_before_record: u64,
+    /// The instruction profile, when asked for (emu).
+    pub profile: Option<crate::emu::Profile>,
+    /// Wall time from the kernel's `Run /init` line to the end (the workload's part of a run).
+    pub after_init: Option<Duration>,
 }
 
 /// Errors that stop a run before it ends on its own.
@@ -221,13 +233,21 @@ fn boot_plan(cfg: &VmConfig, cmdline: &str) -> Result<BootPlan, BootError> {
         cmdline,
         mem_bytes: cfg.mem_bytes,
         vcpus: cfg.vcpus,
-        reserved: ring_location(cfg).map(|r| (r.gpa, r.size)).into_iter().collect(),
+        reserved: vec![(ring_reservation(cfg).gpa, ring_reservation(cfg).size)],
     })
 }
 
-/// Where the agent's ring goes when recording.
+/// The RAM set aside for the agent's ring. It is reserved whether or not the run records, so
+/// `krr run` and `krr record` give the guest the same memory map (the same MemTotal, the same
+/// page allocations): a run is a faithful baseline for its recording.
+fn ring_reservation(cfg: &VmConfig) -> RingLocation {
+    let bytes = cfg.record.as_ref().map_or(crate::recorder::DEFAULT_RING_BYTES, |r| r.ring_bytes);
+    RingLocation::top_of(cfg.mem_bytes, bytes)
+}
+
+/// Where the agent's ring is, when recording.
 fn ring_location(cfg: &VmConfig) -> Option<RingLocation> {
-    cfg.record.as_ref().map(|r| RingLocation::top_of(cfg.mem_bytes, r.ring_bytes))
+    cfg.record.as_ref().map(|_| ring_reservation(cfg))
 }
 
 /// The kernel command line of a run: the user's, plus where the ring is when recording.
@@ -247,6 +267,13 @@ fn start_recorder(
     cpuid: Vec<krr_trace::CpuidTable>,
 ) -> Result<Option<Recorder>, VmError> {
     let (Some(rc), Some(ring)) = (&cfg.record, ring_location(cfg)) else { return Ok(None) };
+    let has_agent = crate::boot::function_symbols(&cfg.vmlinux)?.iter().any(|s| s.name == "krr_start_init");
+    if !has_agent {
+        return Err(VmError::RecordSetup(format!(
+            "{} has no krr guest agent (it is not built from guest/patches with CONFIG_KRR=y); `krr guest build` makes one",
+            cfg.vmlinux.display()
+        )));
+    }
     let vmlinux = std::fs::read(&cfg.vmlinux)
         .map_err(|e| VmError::RecordSetup(format!("{}: {e}", cfg.vmlinux.display())))?;
     let header = krr_trace::Header {
@@ -354,6 +381,9 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
             (vm, meta, None, rec)
         }
     };
+    if cfg.profile {
+        vm.profile = Some(crate::emu::Profile::for_kernel(&cfg.vmlinux)?);
+    }
     let base_instructions = vm.instructions;
     let mut instructions_before_record = 0;
     vm.devices_mut().set_command(&cfg.command);
@@ -417,7 +447,8 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         match stop {
             EmuStop::Budget | EmuStop::Agent { .. } => {}
             EmuStop::Exit(code) => break Ok(ExitReason::Exited(code)),
-            EmuStop::Reset => break Ok(ExitReason::Reset),
+            // `panic=-1` reboots right after the panic.
+            EmuStop::Reset => break Ok(panic_pending.take().map_or(ExitReason::Reset, |p| p.0)),
             EmuStop::TripleFault(msg) => {
                 break Err(VmError::Vcpu { vcpu: 0, msg: format!("triple fault: {msg}") })
             }
@@ -463,6 +494,8 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         restore_time,
         record,
         instructions_before_record,
+        profile: vm.profile.take(),
+        after_init: console.init_time().map(|t| t.elapsed()),
     })
 }
 
@@ -644,6 +677,8 @@ fn run_kvm(
         restore_time,
         record,
         instructions_before_record: 0,
+        profile: None,
+        after_init: console.init_time().map(|t| t.elapsed()),
     })
 }
 

@@ -69,3 +69,26 @@ pub fn load_elf(path: &Path) -> Result<KernelImage, BootError> {
         .unwrap_or_default();
     Ok(KernelImage { entry, segments, end: (end + 0xfff) & !0xfff, build_id })
 }
+
+/// A function symbol of a vmlinux: name, start address, size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// The function symbols of the ELF file at `path` (for profiles and the debugger).
+pub fn function_symbols(path: &Path) -> Result<Vec<FunctionSymbol>, BootError> {
+    use object::{ObjectSymbol, SymbolKind};
+    let bad = |reason: String| BootError::BadKernel { path: path.to_owned(), reason };
+    let bytes = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
+    let file = object::File::parse(&*bytes).map_err(|e| bad(format!("{e}")))?;
+    Ok(file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter_map(|s| {
+            Some(FunctionSymbol { name: s.name().ok()?.to_string(), addr: s.address(), size: s.size() })
+        })
+        .collect())
+}

@@ -11,7 +11,7 @@ mod params;
 
 use std::path::Path;
 
-pub use elf::{load_elf, KernelImage};
+pub use elf::{function_symbols, load_elf, FunctionSymbol, KernelImage};
 pub use mptable::mptable;
 pub use params::{e820_map, E820Entry, E820_RAM, E820_RESERVED};
 
@@ -125,8 +125,10 @@ pub fn plan(cfg: &BootConfig<'_>) -> Result<BootPlan, BootError> {
     let mut initrd_at = None;
     if let Some(path) = cfg.initrd {
         let data = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
-        // Highest 2 MiB-aligned place that fits, above the kernel's image.
-        let at = mem.saturating_sub(data.len() as u64) & !((2 << 20) - 1);
+        // Highest 2 MiB-aligned place that fits, above the kernel's image and below any
+        // reserved range (the recorder's ring sits at the top of RAM).
+        let top = cfg.reserved.iter().map(|r| r.0).filter(|&s| s > kernel.end).fold(mem, u64::min);
+        let at = top.saturating_sub(data.len() as u64) & !((2 << 20) - 1);
         if at < kernel.end || data.is_empty() && at == 0 {
             let need = (kernel.end + data.len() as u64 + (4 << 20)) >> 20;
             return Err(BootError::TooSmall { mem: mem >> 20, need });

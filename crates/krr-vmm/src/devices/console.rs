@@ -31,6 +31,8 @@ struct Inner {
     events: Vec<ConsoleEvent>,
     echo: Echo,
     init_seen: bool,
+    /// When the `Run /init` line arrived (benchmarks time the workload from here).
+    init_at: Option<std::time::Instant>,
 }
 
 /// Shared console state (cloned into the UART and read by the VMM).
@@ -66,6 +68,7 @@ impl Console {
                 } else if line.contains("Run /init as init process") {
                     c.events.push(ConsoleEvent::RunInit);
                     c.init_seen = true;
+                    c.init_at.get_or_insert_with(std::time::Instant::now);
                 }
             }
         }
@@ -77,6 +80,11 @@ impl Console {
     /// The guest is already past `Run /init` (a VM resumed from a snapshot taken at init).
     pub fn set_init_seen(&self) {
         self.lock().init_seen = true;
+    }
+
+    /// When the kernel's `Run /init` line arrived.
+    pub fn init_time(&self) -> Option<std::time::Instant> {
+        self.lock().init_at
     }
 
     /// Everything written so far.

@@ -9,6 +9,9 @@
 pub mod ioapic;
 pub mod lapic;
 pub mod pit;
+mod profile;
+
+pub use profile::Profile;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -352,6 +355,8 @@ pub struct EmuVm {
     bus: Bus,
     /// Instructions retired by all vCPUs.
     pub instructions: u64,
+    /// Per-instruction accounting, when asked for (it slows the emulator down a little).
+    pub profile: Option<Profile>,
 }
 
 impl std::fmt::Debug for EmuVm {
@@ -420,7 +425,7 @@ impl EmuVm {
             agent: None,
             agent_flag: Arc::new(AtomicBool::new(false)),
         };
-        Ok(EmuVm { mem, cpus, state, bus, instructions: 0 })
+        Ok(EmuVm { mem, cpus, state, bus, instructions: 0, profile: None })
     }
 
     /// Run until the guest stops or `budget` instructions have retired in total.
@@ -446,7 +451,13 @@ impl EmuVm {
                 let features = cpu.features;
                 let agent_flag = self.bus.agent_flag.clone();
                 let mut plat = CpuPlatform { cpu: i, bus: &mut self.bus, features };
-                let r = cpu.run(&mut self.mem, &mut plat, q, |_| agent_flag.load(Ordering::Relaxed));
+                let prof = &mut self.profile;
+                let r = cpu.run(&mut self.mem, &mut plat, q, |c| {
+                    if let Some(p) = prof.as_mut() {
+                        p.observe(c);
+                    }
+                    agent_flag.load(Ordering::Relaxed)
+                });
                 let ran = cpu.icount - before;
                 self.instructions += ran;
                 self.bus.now += ran;
@@ -611,7 +622,7 @@ impl EmuVm {
             agent_flag: Arc::new(AtomicBool::new(false)),
         };
         let instructions = meta.instructions;
-        Ok((EmuVm { mem, cpus, state, bus, instructions }, meta))
+        Ok((EmuVm { mem, cpus, state, bus, instructions, profile: None }, meta))
     }
 
     /// Virtual time (TSC) now.

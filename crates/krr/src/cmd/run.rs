@@ -74,11 +74,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// The kernel command line krr boots with. `noxsave` and `clearcpuid` keep the kernel on code
-/// paths krr-emu implements even where a host ignores KVM_SET_CPUID2 (DESIGN §12), so a trace
-/// recorded on either backend replays on the emulator.
-pub const BASE_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 noxsave \
-     clearcpuid=smap,smep,popcnt,rdpid,fsgsbase,pku,umip,avx,xsave";
+pub use krr_vmm::vm::BASE_CMDLINE;
 
 impl VmArgs {
     pub fn config(&self, cmd: &[String]) -> anyhow::Result<VmConfig> {
@@ -116,6 +112,7 @@ impl VmArgs {
             snapshot_on_console: None,
             record: None,
             interrupt: Some(super::interrupt_flag()?),
+            profile: false,
         })
     }
 }

@@ -1,0 +1,147 @@
+//! What recording costs on the `emu` backend, per guest workload: `krr run` against
+//! `krr record` of the same workload with the same (agent-carrying) kernel.
+//!
+//! Prints, per workload: the median wall time of the workload part (from the kernel's
+//! `Run /init` line to the end) of N runs and N recordings and their ratio; events per second of
+//! recording; trace bytes per event; and exact instruction counts from a profiled run of each
+//! (user and kernel separately, the position counter's share, the agent's own instructions).
+//!
+//! `cargo bench -p krr-vmm --bench record_overhead [-- WORKLOAD... ] [--reps N]` (N = 5)
+//! The guest comes from `$KRR_GUEST_DIR` or `guest/build.sh --print-dir`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use krr_vmm::devices::Echo;
+use krr_vmm::emu::Profile;
+use krr_vmm::vm::{run, RecordConfig, RunOutcome, BASE_CMDLINE};
+use krr_vmm::{Accel, ExitReason, VmConfig};
+
+const WORKLOADS: [&str; 11] = [
+    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
+];
+
+fn guest_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
+        return PathBuf::from(d);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
+    let out = Command::new(script).arg("--print-dir").output().expect("run guest/build.sh --print-dir");
+    assert!(out.status.success(), "the guest is not built: run guest/build.sh first");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn config(dir: &Path, workload: &str, record: Option<PathBuf>, profile: bool) -> VmConfig {
+    VmConfig {
+        accel: Accel::Emu,
+        vcpus: 1,
+        mem_bytes: 256 << 20,
+        vmlinux: dir.join("vmlinux"),
+        initrd: Some(dir.join("initramfs.cpio")),
+        cmdline: BASE_CMDLINE.into(),
+        echo: Echo::Nothing,
+        timeout: Some(Duration::from_secs(600)),
+        command: vec![format!("/bin/{workload}")],
+        save_snapshot: None,
+        from_snapshot: None,
+        snapshot_on_console: None,
+        record: record.map(|d| RecordConfig {
+            dir: d,
+            ring_bytes: krr_vmm::recorder::DEFAULT_RING_BYTES,
+            from_boot: false,
+            producer: "krr bench".into(),
+            kernel_version: String::new(),
+        }),
+        interrupt: None,
+        profile,
+    }
+}
+
+fn once(cfg: &VmConfig) -> RunOutcome {
+    let out = run(cfg).unwrap_or_else(|e| panic!("{}: {e}", cfg.command[0]));
+    assert_eq!(out.reason, ExitReason::Exited(0), "{}: {:?}", cfg.command[0], out.reason);
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut reps = 5;
+    if let Some(i) = args.iter().position(|a| a == "--reps") {
+        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
+        args.drain(i..i + 2);
+    }
+    let workloads: Vec<String> =
+        if args.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args };
+    let dir = guest_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    println!("record_overhead: emu backend, guest {}, {reps} runs and {reps} recordings each", dir.display());
+    println!(
+        "{:<9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6}",
+        "workload",
+        "run s",
+        "rec s",
+        "rec/run",
+        "events",
+        "events/s",
+        "B/ev",
+        "user run",
+        "user rec",
+        "kern run",
+        "kern rec",
+        "kern+",
+        "pos",
+        "agent"
+    );
+    let mut n = 0;
+    for w in &workloads {
+        let (mut t_run, mut t_rec) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for _ in 0..reps {
+            t_run.push(once(&config(&dir, w, None, false)).after_init.unwrap().as_secs_f64());
+            n += 1;
+            let out = once(&config(&dir, w, Some(tmp.path().join(format!("t{n}"))), false));
+            t_rec.push(out.after_init.unwrap().as_secs_f64());
+            last = out.record;
+        }
+        let rec = last.expect("at least one recording");
+        // Exact counts: one profiled run and one profiled recording.
+        let p_run: Profile = once(&config(&dir, w, None, true)).profile.unwrap();
+        n += 1;
+        let p_rec: Profile =
+            once(&config(&dir, w, Some(tmp.path().join(format!("t{n}"))), true)).profile.unwrap();
+        let (run_s, rec_s) = (median(t_run), median(t_rec));
+        println!(
+            "{:<9} {:>7.3} {:>7.3} {:>6.2}x {:>7} {:>8.0} {:>5.1} | {:>9} {:>9} {:>9} {:>9} {:>5.1}% {:>5.1}% {:>5.1}%",
+            w,
+            run_s,
+            rec_s,
+            rec_s / run_s,
+            rec.events,
+            rec.events as f64 / rec_s,
+            rec.event_bytes as f64 / rec.events.max(1) as f64,
+            p_run.user,
+            p_rec.user,
+            p_run.kernel,
+            p_rec.kernel,
+            pct(p_rec.kernel.saturating_sub(p_run.kernel), p_run.kernel),
+            pct(p_run.position_counter_cost(), p_run.kernel - p_run.position_counter_cost()),
+            pct(p_rec.agent, p_run.kernel),
+        );
+    }
+    println!(
+        "rec/run: wall-time ratio of the workload part (medians). kern+: extra kernel instructions when \
+         recording (hooks and ring). pos: the position counter's call+incq+ret per instrumented block, \
+         relative to the kernel without it (both runs pay it). agent: instructions inside the agent's \
+         krr_* functions while recording, relative to the unrecorded kernel."
+    );
+}

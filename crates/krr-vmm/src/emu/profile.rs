@@ -1,0 +1,79 @@
+//! Exact instruction counts of an emulated run, split by privilege and by what ran: the numbers
+//! behind the recording-overhead benchmark (the emulator is deterministic, so they are exact).
+
+use std::path::Path;
+
+use krr_emu::Cpu;
+
+use crate::boot::{function_symbols, BootError};
+
+/// Counts every instruction the emulated vCPUs execute once `krr_start_init` has been reached
+/// (the point where a recording starts, reached the same way by a run that does not record).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Instructions at CPL 3.
+    pub user: u64,
+    /// Instructions at CPL 0.
+    pub kernel: u64,
+    /// Calls of the position-counter callback `__sanitizer_cov_trace_pc` (each costs a call,
+    /// an `incq %gs:krr_pos` and a `ret`).
+    pub trace_pc_calls: u64,
+    /// Instructions inside the guest agent's functions (`krr_*`: hooks and ring).
+    pub agent: u64,
+    start_rip: u64,
+    started: bool,
+    trace_pc: u64,
+    /// Sorted, disjoint [start, end) ranges of the agent's functions.
+    agent_ranges: Vec<(u64, u64)>,
+}
+
+impl Profile {
+    /// A profile of the kernel at `vmlinux` (it must carry the krr agent).
+    pub fn for_kernel(vmlinux: &Path) -> Result<Self, BootError> {
+        let syms = function_symbols(vmlinux)?;
+        let find = |name: &str| syms.iter().find(|s| s.name == name).map(|s| s.addr);
+        let missing = |name: &str| BootError::BadKernel {
+            path: vmlinux.to_owned(),
+            reason: format!("no symbol {name}: the kernel is not built with the krr agent"),
+        };
+        let start_rip = find("krr_start_init").ok_or_else(|| missing("krr_start_init"))?;
+        let trace_pc = find("__sanitizer_cov_trace_pc").ok_or_else(|| missing("__sanitizer_cov_trace_pc"))?;
+        let mut agent_ranges: Vec<(u64, u64)> = syms
+            .iter()
+            .filter(|s| s.name.starts_with("krr_") && s.size > 0)
+            .map(|s| (s.addr, s.addr + s.size))
+            .collect();
+        agent_ranges.sort_unstable();
+        agent_ranges.dedup();
+        Ok(Profile { start_rip, trace_pc, agent_ranges, ..Default::default() })
+    }
+
+    /// Account for the instruction `cpu` is about to execute.
+    #[inline]
+    pub fn observe(&mut self, cpu: &Cpu) {
+        if !self.started {
+            if cpu.rip != self.start_rip {
+                return;
+            }
+            self.started = true;
+        }
+        if cpu.cpl() == 3 {
+            self.user += 1;
+            return;
+        }
+        self.kernel += 1;
+        let rip = cpu.rip;
+        if rip == self.trace_pc {
+            self.trace_pc_calls += 1;
+        }
+        let i = self.agent_ranges.partition_point(|r| r.0 <= rip);
+        if i > 0 && rip < self.agent_ranges[i - 1].1 {
+            self.agent += 1;
+        }
+    }
+
+    /// Kernel instructions the position counter costs: the callback's call, `incq` and `ret`.
+    pub fn position_counter_cost(&self) -> u64 {
+        3 * self.trace_pc_calls
+    }
+}
