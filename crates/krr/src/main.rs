@@ -26,7 +26,7 @@ enum Command {
     /// Boot a guest, run a workload, record its kernel's inputs into a trace directory.
     Record(cmd::record::RecordArgs),
     /// Re-execute a recorded kernel in the emulator and verify it.
-    Replay(cmd::unimplemented::Args),
+    Replay(cmd::replay::ReplayArgs),
     /// Boot a guest and run a workload without recording (the native baseline).
     Run(cmd::run::RunArgs),
     /// Print the events, console lines and statistics of a trace.
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Command::Guest(args) => cmd::guest::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Record(args) => cmd::record::run(args),
-        Command::Replay(args) => cmd::unimplemented::run("replay", 6, args),
+        Command::Replay(args) => cmd::replay::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Dump(args) => cmd::dump::run(args),
         Command::EmuCoverage(args) => cmd::emu_coverage::run(args),

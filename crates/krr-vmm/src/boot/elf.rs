@@ -80,13 +80,19 @@ pub struct FunctionSymbol {
 
 /// The function symbols of the ELF file at `path` (for profiles and the debugger).
 pub fn function_symbols(path: &Path) -> Result<Vec<FunctionSymbol>, BootError> {
+    symbols(path, true)
+}
+
+/// The symbols of the ELF file at `path`: functions only, or every named symbol (data too, e.g.
+/// per-CPU variables, whose "address" is their offset in the per-CPU area).
+pub fn symbols(path: &Path, functions_only: bool) -> Result<Vec<FunctionSymbol>, BootError> {
     use object::{ObjectSymbol, SymbolKind};
     let bad = |reason: String| BootError::BadKernel { path: path.to_owned(), reason };
     let bytes = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
     let file = object::File::parse(&*bytes).map_err(|e| bad(format!("{e}")))?;
     Ok(file
         .symbols()
-        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter(|s| !functions_only || s.kind() == SymbolKind::Text)
         .filter_map(|s| {
             Some(FunctionSymbol { name: s.name().ok()?.to_string(), addr: s.address(), size: s.size() })
         })

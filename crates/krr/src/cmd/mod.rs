@@ -5,8 +5,8 @@ pub mod dump;
 pub mod emu_coverage;
 pub mod guest;
 pub mod record;
+pub mod replay;
 pub mod run;
-pub mod unimplemented;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,670 @@
+//! The replay engine (one vCPU): re-executes the recorded kernel on krr-emu from the start
+//! snapshot, feeding it the logged inputs, skipping user space, and checking every event.
+//!
+//! How each event is consumed (docs/replay.md):
+//! - port/MMIO reads, RDTSC, RDMSR, CPUID, RDRAND: by the instruction that asks for them,
+//!   through [`Platform`], in log order, checked for kind, port/MSR/leaf and size;
+//! - a syscall, user exception or interrupt from user mode: when the kernel returns to user mode,
+//!   the logged user registers are loaded and the entry is made as the hardware made it (the
+//!   user instruction at the logged RIP is re-executed for SYSCALL and faults; an interrupt is
+//!   delivered through the IDT);
+//! - an interrupt in kernel mode: when the position counter `krr_pos`, RIP and the GPRs equal
+//!   the logged ones, the vector is delivered through the IDT;
+//! - user-memory reads: when the agent reserves their slot (`krr_ur_begin`), the logged bytes are
+//!   written where the kernel is about to read them;
+//! - user PTE reads: at `krr_pte_read`, the logged value replaces the value the kernel read (and
+//!   the PTE in memory, unless the read cleared it).
+//!
+//! The guest agent runs in replay too, so every hook it calls is checked against the log.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, GuestMemory, Platform, PlatformStop, RunExit, SegReg};
+use krr_trace::{Event, EventKind, Regs};
+
+use crate::hooks::{Hook, Hooks};
+use crate::load::virt_to_phys;
+use crate::report::Divergence;
+
+const COM1_THR: u16 = 0x3f8;
+const PAGE_USER: u64 = 1 << 2;
+/// Offset of `cs` in the kernel's `struct pt_regs`.
+const PT_REGS_CS: u64 = 17 * 8;
+/// The kernel's direct map of physical memory (x86-64, 4-level paging, no KASLR).
+const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+const BP_VECTOR: u8 = 3;
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Events consumed (console markers included).
+    pub events: u64,
+    /// Guest kernel instructions executed.
+    pub instructions: u64,
+    /// What the kernel wrote to the console during replay.
+    pub console: Vec<u8>,
+    /// CRC-32 of the final registers and all of guest RAM: equal for equal executions.
+    pub digest: u32,
+}
+
+/// Where the log is, and the inputs the instructions ask for.
+struct Log<'a> {
+    events: &'a [Event],
+    /// Index of the next event to consume.
+    cursor: usize,
+    /// Sequence number of the next ring event (every event but console markers and the end).
+    seq: u64,
+    console: Vec<u8>,
+    /// Set when an input did not match the log; the run stops and reports it.
+    divergence: Option<String>,
+    /// RIP of the kernel-mode interrupt the log expects next (0: none): the run loop stops there.
+    irq_rip: &'a Cell<u64>,
+    /// An interrupt vector to deliver at the next instruction boundary.
+    pending: Option<u8>,
+}
+
+impl Log<'_> {
+    /// Skip console markers; the next event that is an input.
+    fn peek(&mut self) -> Option<&Event> {
+        while let Some(Event::Console { .. }) = self.events.get(self.cursor) {
+            self.cursor += 1;
+        }
+        self.events.get(self.cursor)
+    }
+
+    fn take(&mut self) -> Option<Event> {
+        let e = self.peek()?.clone();
+        self.cursor += 1;
+        if !matches!(e, Event::End { .. }) {
+            self.seq += 1;
+        }
+        self.update_irq();
+        Some(e)
+    }
+
+    /// Arm the run loop for the next event if it is an interrupt in kernel mode.
+    fn update_irq(&mut self) {
+        let rip = match self.peek() {
+            Some(Event::Interrupt { regs, .. }) if is_kernel(regs.rip) => regs.rip,
+            _ => 0,
+        };
+        self.irq_rip.set(rip);
+    }
+
+    fn diverge(&mut self, msg: String) -> PlatformStop {
+        self.divergence.get_or_insert(msg.clone());
+        PlatformStop::new(msg)
+    }
+
+    fn expected(&mut self) -> String {
+        self.peek().map_or_else(|| "the end of the trace".into(), describe)
+    }
+
+    /// The next event must be an input of `kind`; `check` says whether it is the one asked for.
+    fn input(&mut self, asked: &str, check: impl Fn(&Event) -> bool) -> Result<Event, PlatformStop> {
+        match self.peek() {
+            Some(e) if check(e) => {
+                Ok(self.take().unwrap_or(Event::End { vcpu: 0, reason: krr_trace::EndReason::Stopped }))
+            }
+            _ => {
+                let exp = self.expected();
+                Err(self.diverge(format!("the kernel executed {asked}, the log expects {exp}")))
+            }
+        }
+    }
+}
+
+fn is_kernel(addr: u64) -> bool {
+    addr >= 0xffff_8000_0000_0000
+}
+
+/// One line for an event.
+pub fn describe(e: &Event) -> String {
+    match e {
+        Event::PortRead { port, size, value, .. } => format!("port read {port:#x}/{size} = {value:#x}"),
+        Event::MmioRead { addr, size, value, .. } => format!("MMIO read {addr:#x}/{size} = {value:#x}"),
+        Event::Rdtsc { tsc, .. } => format!("RDTSC = {tsc}"),
+        Event::Rdmsr { msr, value, fault, .. } => {
+            format!("RDMSR {msr:#x} = {value:#x}{}", if *fault { " (#GP)" } else { "" })
+        }
+        Event::Cpuid { leaf, subleaf, .. } => format!("CPUID {leaf:#x}.{subleaf}"),
+        Event::Random { source, .. } => format!("{source:?}"),
+        Event::Syscall { regs, .. } => format!("syscall {} from {:#x}", regs.gpr[0], regs.rip),
+        Event::Exception { vector, error_code, cr2, regs, .. } => {
+            format!("exception {vector} (error {error_code:#x}, CR2 {cr2:#x}) at {:#x}", regs.rip)
+        }
+        Event::Interrupt { vector, pos, regs, .. } => {
+            format!("interrupt {vector:#x} at pos {pos} RIP {:#x}", regs.rip)
+        }
+        Event::UserRead { read, addr, data, .. } => {
+            format!("{} of {} bytes at {addr:#x}", read.name(), data.len())
+        }
+        Event::PteRead { addr, value, .. } => format!("PTE read {addr:#x} = {value:#x}"),
+        other => other.kind().to_string(),
+    }
+}
+
+impl Platform for Log<'_> {
+    fn io_in(&mut self, port: u16, size: u8) -> Result<u32, PlatformStop> {
+        let e = self.input(
+            &format!("IN {port:#x}/{size}"),
+            |e| matches!(e, Event::PortRead { port: p, size: s, .. } if *p == port && *s == size),
+        )?;
+        Ok(if let Event::PortRead { value, .. } = e { value } else { 0 })
+    }
+
+    fn io_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), PlatformStop> {
+        if port == COM1_THR && size == 1 {
+            self.console.push(value as u8);
+        }
+        Ok(())
+    }
+
+    fn mmio_read(&mut self, gpa: u64, data: &mut [u8]) -> Result<(), PlatformStop> {
+        let size = data.len() as u8;
+        let e = self.input(
+            &format!("an MMIO read of {gpa:#x}/{size}"),
+            |e| matches!(e, Event::MmioRead { size: s, .. } if *s == size),
+        )?;
+        if let Event::MmioRead { value, .. } = e {
+            let b = value.to_le_bytes();
+            data.copy_from_slice(&b[..data.len()]);
+        }
+        Ok(())
+    }
+
+    fn mmio_write(&mut self, _gpa: u64, _data: &[u8]) -> Result<(), PlatformStop> {
+        Ok(())
+    }
+
+    fn rdtsc(&mut self) -> Result<u64, PlatformStop> {
+        // RDMSR of the TSC comes here too.
+        let e = self.input("RDTSC", |e| matches!(e, Event::Rdtsc { .. } | Event::Rdmsr { msr: 0x10, .. }))?;
+        Ok(match e {
+            Event::Rdtsc { tsc, .. } => tsc,
+            Event::Rdmsr { value, .. } => value,
+            _ => 0,
+        })
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Result<Option<u64>, PlatformStop> {
+        let e = self
+            .input(&format!("RDMSR {msr:#x}"), |e| matches!(e, Event::Rdmsr { msr: m, .. } if *m == msr))?;
+        Ok(match e {
+            Event::Rdmsr { fault: true, .. } => None,
+            Event::Rdmsr { value, .. } => Some(value),
+            _ => None,
+        })
+    }
+
+    fn wrmsr(&mut self, _msr: u32, _value: u64) -> Result<bool, PlatformStop> {
+        Ok(true)
+    }
+
+    fn rdrand(&mut self) -> Result<Option<u64>, PlatformStop> {
+        let e = self.input("RDRAND", |e| matches!(e, Event::Random { .. }))?;
+        Ok(match e {
+            Event::Random { ok: true, value, .. } => Some(value),
+            _ => None,
+        })
+    }
+
+    fn rdseed(&mut self) -> Result<Option<u64>, PlatformStop> {
+        self.rdrand()
+    }
+
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Result<CpuidResult, PlatformStop> {
+        let e = self.input(
+            &format!("CPUID {leaf:#x}.{subleaf}"),
+            |e| matches!(e, Event::Cpuid { leaf: l, .. } if *l == leaf),
+        )?;
+        Ok(match e {
+            Event::Cpuid { eax, ebx, ecx, edx, .. } => CpuidResult { eax, ebx, ecx, edx },
+            _ => CpuidResult::default(),
+        })
+    }
+
+    fn hlt(&mut self) -> Result<(), PlatformStop> {
+        Ok(())
+    }
+
+    fn interrupt_pending(&mut self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn acknowledge_interrupt(&mut self) -> Result<Option<u8>, PlatformStop> {
+        Ok(self.pending.take())
+    }
+}
+
+/// A user-memory read whose slot the agent reserved, waiting for `krr_ur_end`.
+#[derive(Debug)]
+struct OpenRead {
+    kind: u32,
+    addr: u64,
+    len: u32,
+}
+
+/// Replays `events` on `cpu`/`mem` (the start snapshot) with the agent's `hooks`.
+pub struct Replayer<'a> {
+    cpu: Cpu,
+    mem: FlatMemory,
+    hooks: Hooks,
+    events: &'a [Event],
+    open_reads: HashMap<u64, OpenRead>,
+    /// The user-mode entry just made, checked when the agent logs it.
+    injected: Option<Event>,
+    start_icount: u64,
+    /// Stop after this many events (`--until`).
+    until: Option<u64>,
+}
+
+impl std::fmt::Debug for Replayer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer").field("rip", &self.cpu.rip).finish_non_exhaustive()
+    }
+}
+
+/// Instructions per `run` slice between looks at progress.
+const SLICE: u64 = 1 << 20;
+
+impl<'a> Replayer<'a> {
+    pub fn new(cpu: Cpu, mem: FlatMemory, hooks: Hooks, events: &'a [Event]) -> Self {
+        let start_icount = cpu.icount;
+        Replayer {
+            cpu,
+            mem,
+            hooks,
+            events,
+            open_reads: HashMap::new(),
+            injected: None,
+            start_icount,
+            until: None,
+        }
+    }
+
+    /// Stop once `n` events have been consumed.
+    pub fn until(&mut self, n: u64) {
+        self.until = Some(n);
+    }
+
+    /// The machine (for digests and the debugger).
+    pub fn machine(&self) -> (&Cpu, &FlatMemory) {
+        (&self.cpu, &self.mem)
+    }
+
+    /// Run to the end of the log. `progress` is called now and then with (events, instructions).
+    pub fn run(&mut self, mut progress: impl FnMut(u64, u64)) -> Result<Outcome, Box<Divergence>> {
+        let irq_rip = Cell::new(0u64);
+        let mut log = Log {
+            events: self.events,
+            cursor: 0,
+            seq: 0,
+            console: Vec::new(),
+            divergence: None,
+            irq_rip: &irq_rip,
+            pending: None,
+        };
+        // The first event is the start: the position counter must agree with the snapshot.
+        match log.take() {
+            Some(Event::Start { pos, .. }) => {
+                let now = self.krr_pos();
+                if now != pos {
+                    return Err(self.divergence(
+                        &log,
+                        format!("the snapshot's krr_pos is {now}, the start event says {pos}"),
+                    ));
+                }
+            }
+            other => {
+                let got = other.as_ref().map_or("nothing".into(), describe);
+                return Err(self.divergence(&log, format!("the trace starts with {got}, not a start event")));
+            }
+        }
+        log.update_irq();
+        // Step over the instruction the run loop stopped at (a hook, an interrupt point).
+        let mut skip = false;
+        let hooks = self.hooks.clone();
+        let mut slices = 0u64;
+        loop {
+            if self.until.is_some_and(|n| log.cursor as u64 >= n) || log.peek().is_none() {
+                break;
+            }
+            if matches!(log.peek(), Some(Event::End { .. })) {
+                log.cursor += 1;
+                break;
+            }
+            let mut first = true;
+            let r = self.cpu.run(&mut self.mem, &mut log, SLICE, |c| {
+                if std::mem::take(&mut first) && std::mem::take(&mut skip) {
+                    return false;
+                }
+                c.cpl() == 3 || c.rip == irq_rip.get() || hooks.at(c.rip).is_some()
+            });
+            slices += 1;
+            if slices % 16 == 0 {
+                progress(log.cursor as u64, self.cpu.icount - self.start_icount);
+            }
+            if let Some(msg) = log.divergence.take() {
+                return Err(self.divergence(&log, msg));
+            }
+            match r {
+                Ok(RunExit::Limit) => continue,
+                Ok(RunExit::Halted) => {
+                    // Idle: the next event must be the interrupt that woke the CPU here.
+                    match log.peek().cloned() {
+                        Some(Event::Interrupt { vector, regs, .. }) if regs.rip == self.cpu.rip => {
+                            self.check_regs(&log, &regs, "the interrupt that ended HLT")?;
+                            self.injected = log.take();
+                            log.pending = Some(vector);
+                        }
+                        _ => {
+                            let exp = log.expected();
+                            return Err(
+                                self.divergence(&log, format!("the kernel halted; the log expects {exp}"))
+                            );
+                        }
+                    }
+                    continue;
+                }
+                Ok(RunExit::Stopped) => {}
+                Err(EmuError::Platform(_)) => {
+                    let msg = log.divergence.take().unwrap_or_else(|| "the platform stopped".into());
+                    return Err(self.divergence(&log, msg));
+                }
+                Err(e) => return Err(self.divergence(&log, format!("the emulator stopped: {e}"))),
+            }
+            skip = true;
+            if self.cpu.cpl() == 3 {
+                self.enter_from_user(&mut log)?;
+                continue;
+            }
+            if self.cpu.rip == irq_rip.get() {
+                self.at_interrupt_point(&mut log)?;
+            }
+            if let Some(h) = self.hooks.at(self.cpu.rip) {
+                self.hook(h, &mut log)?;
+            }
+        }
+        progress(log.cursor as u64, self.cpu.icount - self.start_icount);
+        Ok(Outcome {
+            events: log.cursor as u64,
+            instructions: self.cpu.icount - self.start_icount,
+            console: std::mem::take(&mut log.console),
+            digest: self.digest(),
+        })
+    }
+
+    /// CRC-32 over the GPRs, RIP, RFLAGS, CR3 and every page of RAM.
+    pub fn digest(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for v in self.cpu.gpr.iter().chain([&self.cpu.rip, &self.cpu.rflags, &self.cpu.cr3]) {
+            h.update(&v.to_le_bytes());
+        }
+        let mut page = vec![0u8; 4096];
+        for pfn in 0..self.mem.size() / 4096 {
+            if self.mem.read(pfn * 4096, &mut page) {
+                h.update(&page);
+            }
+        }
+        h.finalize()
+    }
+
+    fn krr_pos(&self) -> u64 {
+        let at = self.cpu.segment(SegReg::Gs).base.wrapping_add(self.hooks.krr_pos);
+        self.read_virt_u64(at).unwrap_or(u64::MAX)
+    }
+
+    fn read_virt_u64(&self, va: u64) -> Option<u64> {
+        let pa = virt_to_phys(&self.mem, self.cpu.cr3, va)?;
+        let mut b = [0u8; 8];
+        self.mem.read(pa, &mut b).then_some(u64::from_le_bytes(b))
+    }
+
+    /// The kernel returned to user mode: make the next logged kernel entry.
+    fn enter_from_user(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        let Some(ev) = log.peek().cloned() else { return Ok(()) };
+        if matches!(ev, Event::End { .. }) {
+            return Ok(());
+        }
+        let regs = match &ev {
+            Event::Syscall { regs, .. } | Event::Exception { regs, .. } => *regs,
+            Event::Interrupt { regs, .. } if !is_kernel(regs.rip) => *regs,
+            _ => {
+                let exp = describe(&ev);
+                return Err(
+                    self.divergence(log, format!("the kernel returned to user mode; the log expects {exp}"))
+                );
+            }
+        };
+        log.take();
+        self.cpu.gpr = regs.gpr;
+        self.cpu.rflags = regs.rflags;
+        self.cpu.rip = regs.rip;
+        match &ev {
+            // Re-execute the SYSCALL instruction itself (user code pages are the recorded ones).
+            Event::Syscall { .. } => self.cpu.rip = regs.rip.wrapping_sub(2),
+            // A trap reports the RIP after the instruction.
+            Event::Exception { vector, .. } if *vector == BP_VECTOR => {
+                self.cpu.rip = regs.rip.wrapping_sub(1)
+            }
+            Event::Interrupt { vector, .. } => log.pending = Some(*vector),
+            _ => {}
+        }
+        // One step makes the entry; it must land in the kernel.
+        let r = self.cpu.step(&mut self.mem, log);
+        if let Some(msg) = log.divergence.take() {
+            return Err(self.divergence(log, msg));
+        }
+        if let Err(e) = r {
+            return Err(self.divergence(log, format!("entering the kernel for {}: {e}", describe(&ev))));
+        }
+        if self.cpu.cpl() == 3 {
+            return Err(self.divergence(
+                log,
+                format!("re-executing the user instruction at {:#x} did not enter the kernel as the log says ({})", regs.rip, describe(&ev)),
+            ));
+        }
+        self.injected = Some(ev);
+        Ok(())
+    }
+
+    /// RIP equals the next kernel interrupt's: deliver it if the position and GPRs agree.
+    fn at_interrupt_point(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        let Some(Event::Interrupt { vector, pos, regs, .. }) = log.peek().cloned() else { return Ok(()) };
+        let now = self.krr_pos();
+        if now < pos {
+            return Ok(());
+        }
+        if now > pos {
+            return Err(self.divergence(
+                log,
+                format!("the position counter passed the interrupt's position: krr_pos {now} > {pos} at RIP {:#x}", regs.rip),
+            ));
+        }
+        if self.cpu.gpr != regs.gpr {
+            // Same block, same RIP: an uninstrumented loop; the GPRs pick the iteration.
+            return Ok(());
+        }
+        self.injected = log.take();
+        log.pending = Some(vector);
+        Ok(())
+    }
+
+    fn check_regs(&self, log: &Log<'_>, regs: &Regs, what: &str) -> Result<(), Box<Divergence>> {
+        if self.cpu.gpr != regs.gpr {
+            return Err(self.divergence(log, format!("{what}: the GPRs differ from the log")));
+        }
+        Ok(())
+    }
+
+    fn arg(&self, i: usize) -> u64 {
+        // System V: RDI, RSI, RDX, RCX, R8.
+        const ARGS: [usize; 5] = [7, 6, 2, 1, 8];
+        self.cpu.gpr[ARGS[i]]
+    }
+
+    /// The agent was called: check the call against the log and do the replay side of it.
+    fn hook(&mut self, h: Hook, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        let mismatch = |s: &Self, log: &mut Log<'_>, what: &str| {
+            let exp = log.expected();
+            Err(s.divergence(log, format!("the agent logged {what}; the log expects {exp}")))
+        };
+        match h {
+            Hook::Syscall => match self.injected.take() {
+                Some(Event::Syscall { .. }) => Ok(()),
+                _ => mismatch(self, log, "a system call"),
+            },
+            Hook::Entry => {
+                let (vector, error) = (self.arg(1) as u8, self.arg(2));
+                let cs = self.read_virt_u64(self.arg(0) + PT_REGS_CS).unwrap_or(0);
+                match self.injected.take() {
+                    Some(Event::Exception { vector: v, error_code, cr2, .. }) => {
+                        if v != vector || error_code != error || (v == 14 && cr2 != self.cpu.cr2) {
+                            return Err(self.divergence(
+                                log,
+                                format!(
+                                    "user exception: the kernel took vector {vector} error {error:#x} CR2 {:#x}, the log has {v} error {error_code:#x} CR2 {cr2:#x}",
+                                    self.cpu.cr2
+                                ),
+                            ));
+                        }
+                        Ok(())
+                    }
+                    Some(Event::Interrupt { vector: v, .. }) if v == vector => Ok(()),
+                    Some(other) => {
+                        self.injected = Some(other);
+                        mismatch(self, log, &format!("an entry through vector {vector}"))
+                    }
+                    // An exception raised by kernel code: deterministic, not logged.
+                    None if vector < 32 && vector != 2 && cs & 3 == 0 => Ok(()),
+                    None => mismatch(self, log, &format!("an entry through vector {vector} from CS {cs:#x}")),
+                }
+            }
+            Hook::PortIn => match log.peek() {
+                Some(Event::PortRead { port, .. }) if *port as u64 == self.arg(0) & 0xffff => Ok(()),
+                _ => mismatch(self, log, &format!("a port read of {:#x}", self.arg(0) & 0xffff)),
+            },
+            Hook::MmioRead => match log.peek() {
+                Some(Event::MmioRead { addr, .. }) if *addr == self.arg(0) => Ok(()),
+                _ => mismatch(self, log, &format!("an MMIO read of {:#x}", self.arg(0))),
+            },
+            Hook::Rdtsc => match log.peek() {
+                Some(Event::Rdtsc { .. }) => Ok(()),
+                _ => mismatch(self, log, "RDTSC"),
+            },
+            Hook::Rdmsr => match log.peek() {
+                Some(Event::Rdmsr { msr, .. }) if *msr as u64 == self.arg(0) & 0xffff_ffff => Ok(()),
+                _ => mismatch(self, log, &format!("RDMSR {:#x}", self.arg(0) & 0xffff_ffff)),
+            },
+            Hook::Cpuid => match log.peek() {
+                Some(Event::Cpuid { .. }) => Ok(()),
+                _ => mismatch(self, log, "CPUID"),
+            },
+            Hook::Rdrand => match log.peek() {
+                Some(Event::Random { .. }) => Ok(()),
+                _ => mismatch(self, log, "RDRAND/RDSEED"),
+            },
+            Hook::PteRead => {
+                let (ptep, val) = (self.arg(0), self.arg(1));
+                if val & PAGE_USER == 0 {
+                    return Ok(());
+                }
+                match log.peek().cloned() {
+                    Some(Event::PteRead { addr, value, .. }) if addr == ptep => {
+                        log.take();
+                        // The value the kernel continues with is the one the hardware had made.
+                        self.cpu.gpr[6] = value;
+                        if let Some(pa) = ptep.checked_sub(PAGE_OFFSET) {
+                            let mut cur = [0u8; 8];
+                            if self.mem.read(pa, &mut cur) && u64::from_le_bytes(cur) == val {
+                                self.mem.write(pa, &value.to_le_bytes());
+                            }
+                        }
+                        Ok(())
+                    }
+                    _ => mismatch(self, log, &format!("a user PTE read at {ptep:#x}")),
+                }
+            }
+            Hook::UserReadBegin => match log.peek().cloned() {
+                Some(Event::UserRead { read, addr, data, .. }) => {
+                    let seq = log.seq;
+                    log.take();
+                    self.place_user_bytes(read == krr_trace::UserReadKind::KmapAnon, addr, &data);
+                    self.open_reads
+                        .insert(seq, OpenRead { kind: user_read_code(read), addr, len: data.len() as u32 });
+                    Ok(())
+                }
+                _ => mismatch(self, log, "the start of a user-memory read"),
+            },
+            Hook::UserReadEnd => {
+                let (seq, kind, addr, len) =
+                    (self.arg(0), self.arg(1) as u32, self.arg(2), self.arg(4) as u32);
+                match self.open_reads.remove(&seq) {
+                    Some(o) if o.kind == kind && o.addr == addr && o.len == len => Ok(()),
+                    Some(o) => Err(self.divergence(
+                        log,
+                        format!(
+                            "user read #{seq}: the kernel read {len} bytes of kind {kind} at {addr:#x}, the log has {} bytes of kind {} at {:#x}",
+                            o.len, o.kind, o.addr
+                        ),
+                    )),
+                    None => Err(self.divergence(log, format!("user read #{seq} ended but never began in the log"))),
+                }
+            }
+        }
+    }
+
+    /// Put logged user bytes where the kernel will read them: at a user virtual address through
+    /// the current page tables (pages that are not mapped yet get their deterministic contents
+    /// when the kernel faults them in), or a physical page (kmap of an anonymous page).
+    fn place_user_bytes(&mut self, physical: bool, addr: u64, data: &[u8]) {
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = addr + done as u64;
+            let n = ((4096 - (at & 0xfff)) as usize).min(data.len() - done);
+            let pa = if physical { Some(at) } else { virt_to_phys(&self.mem, self.cpu.cr3, at) };
+            if let Some(pa) = pa {
+                self.mem.write(pa, &data[done..done + n]);
+            }
+            done += n;
+        }
+    }
+
+    fn divergence(&self, log: &Log<'_>, what: String) -> Box<Divergence> {
+        let index = log.cursor.saturating_sub(0) as u64;
+        let from = log.cursor.saturating_sub(20);
+        let to = (log.cursor + 1).min(self.events.len());
+        Box::new(Divergence {
+            event_index: index,
+            vcpu: 0,
+            what,
+            expected: self.events.get(log.cursor).cloned(),
+            rip: self.cpu.rip,
+            gpr: self.cpu.gpr,
+            rflags: self.cpu.rflags,
+            krr_pos: self.krr_pos(),
+            instructions: self.cpu.icount - self.start_icount,
+            recent: (from..to).map(|i| (i as u64, self.events[i].clone())).collect(),
+        })
+    }
+}
+
+fn user_read_code(k: krr_trace::UserReadKind) -> u32 {
+    use krr_trace::UserReadKind::*;
+    match k {
+        CopyFromUser => 0,
+        GetUser => 1,
+        StrncpyFromUser => 2,
+        StrnlenUser => 3,
+        Futex => 4,
+        KmapAnon => 5,
+        IoUringSq => 6,
+    }
+}
+
+/// Kinds the engine consumes at instructions or hooks (everything the agent logs).
+pub fn replayable(kind: EventKind) -> bool {
+    !matches!(kind, EventKind::Dma | EventKind::LockHandoff | EventKind::LockResync)
+}

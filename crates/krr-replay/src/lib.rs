@@ -1,0 +1,37 @@
+//! krr's replayer: re-executes a recorded guest kernel, instruction by instruction, on krr-emu,
+//! from the trace's start snapshot, and proves it is the recorded execution by checking every
+//! logged event as the kernel reaches it (docs/replay.md).
+//!
+//! - `load`: the trace, the kernel check, the start snapshot as an emulated machine;
+//! - `hooks`: where the guest agent's functions are;
+//! - `engine`: the replay loop and the [`krr_emu::Platform`] that feeds the logged inputs;
+//! - `report`: the divergence report.
+
+pub mod engine;
+pub mod hooks;
+pub mod load;
+pub mod report;
+
+use std::path::PathBuf;
+
+pub use engine::{Outcome, Replayer};
+pub use hooks::Hooks;
+pub use load::{check_kernel, load_snapshot, load_trace, Trace};
+pub use report::Divergence;
+
+/// Why a replay could not start (a divergence is not an error of this kind: it is a result).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Trace(#[from] krr_trace::TraceError),
+    #[error("{0}: the trace has no start snapshot (the guest agent never started recording)")]
+    NoSnapshot(PathBuf),
+    #[error("start snapshot: {0}")]
+    Snapshot(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("{} is not the kernel this trace was recorded with (build-id {found}, the trace wants {wanted})", vmlinux.display())]
+    WrongKernel { vmlinux: PathBuf, found: String, wanted: String },
+    #[error("cannot replay {0}")]
+    Unsupported(String),
+}

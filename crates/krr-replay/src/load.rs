@@ -1,0 +1,129 @@
+//! Opening a trace for replay: its events, console, the kernel it belongs to, and its start
+//! snapshot as an emulated machine.
+
+use std::path::{Path, PathBuf};
+
+use krr_emu::{Cpu, FlatMemory, GuestMemory};
+use krr_trace::{Event, Header, TraceReader};
+use krr_vmm::snapshot::{decode_cpu, decode_memory, SnapshotFile, SnapshotMeta};
+
+use crate::ReplayError;
+
+/// Everything replay needs from a trace directory.
+#[derive(Debug)]
+pub struct Trace {
+    pub dir: PathBuf,
+    pub header: Header,
+    pub events: Vec<Event>,
+    /// The console bytes recorded from the start.
+    pub console: Vec<u8>,
+    /// Whether the recorder sealed the trace.
+    pub complete: bool,
+    /// Where the valid prefix ends, when the events are damaged or the recorder was killed.
+    pub damage: Option<String>,
+}
+
+/// Read the header, every intact event and the console of the trace in `dir`.
+pub fn load_trace(dir: &Path) -> Result<Trace, ReplayError> {
+    let mut r = TraceReader::open(dir)?;
+    let header = r.header().clone();
+    let complete = r.is_complete();
+    let mut events = Vec::new();
+    let mut damage = None;
+    for ev in r.events() {
+        match ev {
+            Ok(e) => events.push(e.event),
+            Err(e) => {
+                damage = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let console = r.console()?;
+    if header.snapshot.is_none() {
+        return Err(ReplayError::NoSnapshot(dir.to_owned()));
+    }
+    Ok(Trace { dir: dir.to_owned(), header, events, console, complete, damage })
+}
+
+/// Check that `vmlinux` is the kernel the trace was recorded with.
+pub fn check_kernel(header: &Header, vmlinux: &Path) -> Result<(), ReplayError> {
+    let image = krr_vmm::boot::load_elf(vmlinux).map_err(|e| ReplayError::Kernel(e.to_string()))?;
+    if image.build_id != header.kernel.build_id {
+        return Err(ReplayError::WrongKernel {
+            vmlinux: vmlinux.to_owned(),
+            found: image.build_id,
+            wanted: header.kernel.build_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The start snapshot as an emulated vCPU and its memory.
+pub fn load_snapshot(trace: &Trace) -> Result<(Cpu, FlatMemory, SnapshotMeta), ReplayError> {
+    let sref = trace.header.snapshot.as_ref().ok_or_else(|| ReplayError::NoSnapshot(trace.dir.clone()))?;
+    let path = trace.dir.join(&sref.file);
+    let bytes =
+        std::fs::read(&path).map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 != sref.bytes || crc32fast::hash(&bytes) != sref.crc32 {
+        return Err(ReplayError::Snapshot(format!(
+            "{}: does not match the trace header (size or CRC32 differ: the snapshot is damaged or not this trace's)",
+            path.display()
+        )));
+    }
+    let file =
+        SnapshotFile::from_reader(&bytes[..], &path).map_err(|e| ReplayError::Snapshot(e.to_string()))?;
+    let section = |tag: &[u8; 4]| {
+        file.get(tag).ok_or_else(|| {
+            ReplayError::Snapshot(format!(
+                "{}: no {:?} section",
+                path.display(),
+                String::from_utf8_lossy(tag)
+            ))
+        })
+    };
+    let meta: SnapshotMeta = serde_json::from_slice(section(b"META")?)
+        .map_err(|e| ReplayError::Snapshot(format!("{}: META: {e}", path.display())))?;
+    if meta.vcpus != 1 {
+        return Err(ReplayError::Unsupported(format!("{} vCPUs (replay supports one so far)", meta.vcpus)));
+    }
+    if meta.backend != "emu" {
+        return Err(ReplayError::Unsupported(format!(
+            "a trace recorded on the {} backend (its snapshot holds {} state; only emu snapshots are restored so far)",
+            meta.backend, meta.backend
+        )));
+    }
+    let mut mem = FlatMemory::new(meta.mem_bytes);
+    decode_memory(section(b"MEM ")?, meta.mem_bytes, |pfn, page| mem.load(pfn * 4096, page))
+        .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
+    let mut cpu = Cpu::new();
+    cpu.features.rdrand = false;
+    cpu.features.rdseed = false;
+    decode_cpu(&mut cpu, section(b"C000")?)
+        .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
+    Ok((cpu, mem, meta))
+}
+
+/// Read guest-virtual memory through the page tables at `cr3` (4-level; 4 KiB, 2 MiB and 1 GiB
+/// pages). `None` if a page on the way is not present.
+pub fn virt_to_phys(mem: &FlatMemory, cr3: u64, va: u64) -> Option<u64> {
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = cr3 & ADDR;
+    for level in (0..4).rev() {
+        let idx = (va >> (12 + 9 * level)) & 0x1ff;
+        let mut e = [0u8; 8];
+        if !mem.read(table + idx * 8, &mut e) {
+            return None;
+        }
+        let e = u64::from_le_bytes(e);
+        if e & 1 == 0 {
+            return None;
+        }
+        if level == 0 || (level < 3 && e & 0x80 != 0) {
+            let size = 1u64 << (12 + 9 * level);
+            return Some((e & ADDR & !(size - 1)) | (va & (size - 1)));
+        }
+        table = e & ADDR;
+    }
+    None
+}

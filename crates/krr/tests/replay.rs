@@ -1,0 +1,213 @@
+//! `krr replay` end to end: workloads recorded on the `emu` backend replay on krr-emu with no
+//! divergence and the same console; replay is deterministic; a trace with one input changed
+//! fails with exit 3 and a report; bad traces are one-line errors. These tests fail, not skip,
+//! when the guest is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::guest_dir;
+use krr_trace::{Event, TraceReader, TraceWriter, WriterOptions};
+
+fn krr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_krr"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn record(trace: &Path, workload: &str) {
+    let dir = guest_dir();
+    let out = krr()
+        .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
+        .arg(trace)
+        .arg("--kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .arg("--")
+        .arg(format!("/bin/{workload}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "record {workload}: {}", text(&out.stderr));
+}
+
+fn replay(trace: &Path, extra: &[&str]) -> Output {
+    krr()
+        .arg("replay")
+        .arg(trace)
+        .arg("--vmlinux")
+        .arg(guest_dir().join("vmlinux"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// A copy of `trace` at `to` with `change` applied to its events (index, event).
+fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut Event)) {
+    let mut r = TraceReader::open(trace).unwrap();
+    let header = r.header().clone();
+    let console = r.console().unwrap();
+    let events: Vec<Event> = r.events().map(|e| e.unwrap().event).collect();
+    let mut w = TraceWriter::create(to, header.clone(), WriterOptions::default()).unwrap();
+    std::fs::copy(trace.join("snapshot"), w.snapshot_path()).unwrap();
+    w.set_snapshot(header.snapshot.clone().unwrap()).unwrap();
+    let mut at = 0usize;
+    for (i, mut e) in events.into_iter().enumerate() {
+        match e {
+            Event::Console { vcpu, len } => {
+                w.console(vcpu, &console[at..at + len as usize]).unwrap();
+                at += len as usize;
+            }
+            Event::End { vcpu, reason } => {
+                w.finish(vcpu, reason, 0).unwrap();
+                return;
+            }
+            _ => {
+                change(i as u64, &mut e);
+                w.append(&e).unwrap();
+            }
+        }
+    }
+    panic!("no end event");
+}
+
+#[test]
+fn workloads_replay_without_divergence() {
+    let tmp = tempfile::tempdir().unwrap();
+    for w in [
+        "hello", "forkexec", "signals", "timers", "futex", "efault", "procfs", "mmap", "pipes", "fileio",
+        "epoll",
+    ] {
+        let trace = tmp.path().join(w);
+        record(&trace, w);
+        let out = replay(&trace, &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{w}: {}", text(&out.stderr));
+        let s = summary(&out);
+        assert_eq!(s["diverged"], false, "{w}: {s}");
+        assert_eq!(s["console_match"], true, "{w}: {s}");
+        let events = TraceReader::open(&trace).unwrap().events().count() as u64;
+        assert_eq!(s["events"], events, "{w}: every event consumed: {s}");
+        assert!(s["instructions"].as_u64().unwrap() > 100_000, "{w}: {s}");
+    }
+}
+
+#[test]
+fn replay_is_deterministic_and_checks_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("timers");
+    record(&trace, "timers");
+    let a = summary(&replay(&trace, &["--json"]));
+    let b = summary(&replay(&trace, &["--json"]));
+    assert_eq!(a["instructions"], b["instructions"]);
+    assert_eq!(a["digest"], b["digest"]);
+    assert!(a["digest"].is_string(), "{a}");
+
+    let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
+    let find = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).map(|i| i as u64).unwrap();
+
+    // An interrupt moved to another position: replay never finds it there.
+    let irq = find(&|e| matches!(e, Event::Interrupt { regs, .. } if regs.rip >= 0xffff_8000_0000_0000));
+    let moved = tmp.path().join("moved-irq");
+    perturbed(&trace, &moved, |i, e| {
+        if let (true, Event::Interrupt { pos, .. }) = (i == irq, e) {
+            *pos += 1;
+        }
+    });
+    let out = replay(&moved, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let at: u64 =
+        err.split("diverged at event ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert!(at >= irq, "reported event {at} is before the changed one {irq}: {err}");
+    assert!(err.contains("last events:"), "{err}");
+
+    // A byte the kernel read from user memory: the workload's output changes.
+    let write = events
+        .iter()
+        .position(|e| matches!(e, Event::UserRead { data, .. } if data.starts_with(b"timers: ")))
+        .expect("the write() of the workload's first line") as u64;
+    let flipped = tmp.path().join("flipped-byte");
+    perturbed(&trace, &flipped, |i, e| {
+        if let (true, Event::UserRead { data, .. }) = (i == write, e) {
+            data[0] = b'T';
+        }
+    });
+    let out = replay(&flipped, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("console"), "{err}");
+
+    // A port read of another port than the kernel asks for.
+    let port = find(&|e| matches!(e, Event::PortRead { .. }));
+    let wrong_port = tmp.path().join("wrong-port");
+    perturbed(&trace, &wrong_port, |i, e| {
+        if let (true, Event::PortRead { port, .. }) = (i == port, e) {
+            *port ^= 1;
+        }
+    });
+    let out = replay(&wrong_port, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("diverged at event {port} ")), "{err}");
+}
+
+#[test]
+fn bad_traces_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("hello");
+    record(&trace, "hello");
+    let one_line = |out: Output, needle: &str| {
+        let e = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains(needle), "wanted {needle:?} in {e}");
+    };
+    // Another kernel: a copy of vmlinux with a different build-id.
+    let other = tmp.path().join("vmlinux-other");
+    let mut bytes = std::fs::read(guest_dir().join("vmlinux")).unwrap();
+    let id = std::fs::read_to_string(guest_dir().join("build-id")).unwrap();
+    let id: Vec<u8> = (0..id.trim().len() / 2)
+        .map(|i| u8::from_str_radix(&id.trim()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let at = bytes.windows(id.len()).position(|w| w == id.as_slice()).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&other, bytes).unwrap();
+    one_line(
+        krr().arg("replay").arg(&trace).arg("--vmlinux").arg(&other).output().unwrap(),
+        "not the kernel",
+    );
+    // A damaged snapshot.
+    let damaged = copy_dir(&trace, &tmp.path().join("damaged"));
+    let mut snap = std::fs::read(damaged.join("snapshot")).unwrap();
+    let n = snap.len();
+    snap[n / 2] ^= 1;
+    std::fs::write(damaged.join("snapshot"), snap).unwrap();
+    one_line(replay(&damaged, &[]), "snapshot");
+    // A missing snapshot.
+    let missing = copy_dir(&trace, &tmp.path().join("missing"));
+    std::fs::remove_file(missing.join("snapshot")).unwrap();
+    one_line(replay(&missing, &[]), "snapshot");
+    // Not a trace.
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("header"), b"garbage").unwrap();
+    one_line(replay(&junk, &[]), "junk");
+}
+
+fn copy_dir(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+    to.to_owned()
+}
