@@ -36,6 +36,7 @@ pub const FAMILIES: &[&str] = &[
     "x87",
     "exc",
     "forms",
+    "ssefp",
 ];
 
 /// Looks up an iced `Code` by its Rust name (`"Add_rm64_r64"`).
@@ -463,6 +464,18 @@ fn string() -> Vec<Case> {
     k.gprs[RCX] = 0x10;
     k.insns = vec![string_insn("Stos", "Rep", 8)];
     v.push(k);
+    // Overlapping forward copies (destination a little above the source): element semantics
+    // repeat the pattern; distances below and above the element size.
+    for (size, sfx) in [(1u32, "b"), (8, "q")] {
+        for dist in [1u64, 3, 5, 8, 13, 100] {
+            let mut k = base("string", format!("rep-movs{sfx}-overlap-{dist}"));
+            k.gprs[RSI] = DATA_BASE + 0x1800;
+            k.gprs[RDI] = DATA_BASE + 0x1800 + dist;
+            k.gprs[RCX] = 300 / u64::from(size);
+            k.insns = vec![string_insn("Movs", "Rep", size)];
+            v.push(k);
+        }
+    }
     v
 }
 
@@ -1209,6 +1222,42 @@ fn exc() -> Vec<Case> {
     add("gp-movdqa-misaligned", asm(|a| a.movdqa(xmm0, xmmword_ptr(rbx + 8))), &none);
     add("ac-misaligned", asm(|a| a.mov(rax, qword_ptr(rbx + 1))), &|k| k.rflags |= 0x40000);
     add("ac-aligned", asm(|a| a.mov(rax, qword_ptr(rbx + 8))), &|k| k.rflags |= 0x40000);
+    let ac = |k: &mut Case| k.rflags |= 0x40000;
+    add("ac-word", asm(|a| a.mov(ax, word_ptr(rbx + 1))), &ac);
+    add("ac-dword-store", asm(|a| a.mov(dword_ptr(rbx + 2), eax)), &ac);
+    add("ac-rmw", asm(|a| a.add(dword_ptr(rbx + 1), eax)), &ac);
+    add("ac-movups-8", asm(|a| a.movups(xmm0, xmmword_ptr(rbx + 8))), &ac);
+    add("ac-movq-4", asm(|a| a.movq(xmm0, qword_ptr(rbx + 4))), &ac);
+    add("ac-fld-m80-8", asm(|a| a.fld(tword_ptr(rbx + 8))), &ac);
+    add("ac-fld-m80-4", asm(|a| a.fld(tword_ptr(rbx + 4))), &ac);
+    add("ac-push", asm(|a| a.push(rax)), &|k| {
+        k.rflags |= 0x40000;
+        k.gprs[crate::case::RSP] -= 1;
+    });
+    add("ac-before-pf", asm(|a| a.mov(rax, qword_ptr(rbx + 1))), &|k| {
+        k.rflags |= 0x40000;
+        k.gprs[RBX] = 0x1000;
+    });
+    add("ac-rep-movsq", asm(|a| a.rep().movsq()), &|k| {
+        k.rflags |= 0x40000;
+        k.gprs[RCX] = 2;
+        k.gprs[RSI] = MEM_PTR + 1;
+        k.gprs[RDI] = MEM_PTR + 0x100;
+    });
+    // Both CMPS operands fault: REPE CMPSB reports [RSI], the other forms [RDI].
+    for (name, insn) in [
+        ("cmpsb", vec![0xa6]),
+        ("repe-cmpsb", vec![0xf3, 0xa6]),
+        ("repne-cmpsb", vec![0xf2, 0xa6]),
+        ("repe-cmpsw", vec![0xf3, 0x66, 0xa7]),
+        ("repe-cmpsq", vec![0xf3, 0x48, 0xa7]),
+    ] {
+        add(&format!("{name}-both-fault"), vec![insn], &|k| {
+            k.gprs[RCX] = 3;
+            k.gprs[RSI] = 0x1b;
+            k.gprs[RDI] = 0x3000;
+        });
+    }
     add("ud-lock-nop", vec![vec![0xf0, 0x90]], &none);
     add("ud-lock-reg", vec![vec![0xf0, 0x48, 0x01, 0xc8]], &none);
     add("into-invalid", vec![vec![0xce]], &none);
@@ -1260,6 +1309,145 @@ fn forms() -> Vec<Case> {
     v
 }
 
+/// Floating-point forms of `ssefp` (packed and scalar), with operands of FP edge values.
+const FP_FORMS: &[(&str, &[gen::K])] = {
+    use gen::K::{Xm128, Xm32, Xm64, U8, X};
+    &[
+        ("Addps_xmm_xmmm128", &[X, Xm128]),
+        ("Addpd_xmm_xmmm128", &[X, Xm128]),
+        ("Subps_xmm_xmmm128", &[X, Xm128]),
+        ("Subpd_xmm_xmmm128", &[X, Xm128]),
+        ("Mulps_xmm_xmmm128", &[X, Xm128]),
+        ("Mulpd_xmm_xmmm128", &[X, Xm128]),
+        ("Divps_xmm_xmmm128", &[X, Xm128]),
+        ("Divpd_xmm_xmmm128", &[X, Xm128]),
+        ("Minps_xmm_xmmm128", &[X, Xm128]),
+        ("Minpd_xmm_xmmm128", &[X, Xm128]),
+        ("Maxps_xmm_xmmm128", &[X, Xm128]),
+        ("Maxpd_xmm_xmmm128", &[X, Xm128]),
+        ("Sqrtps_xmm_xmmm128", &[X, Xm128]),
+        ("Sqrtpd_xmm_xmmm128", &[X, Xm128]),
+        ("Sqrtss_xmm_xmmm32", &[X, Xm32]),
+        ("Sqrtsd_xmm_xmmm64", &[X, Xm64]),
+        ("Cmpps_xmm_xmmm128_imm8", &[X, Xm128, U8]),
+        ("Cmppd_xmm_xmmm128_imm8", &[X, Xm128, U8]),
+        ("Cmpss_xmm_xmmm32_imm8", &[X, Xm32, U8]),
+        ("Cmpsd_xmm_xmmm64_imm8", &[X, Xm64, U8]),
+        ("Cvtdq2ps_xmm_xmmm128", &[X, Xm128]),
+        ("Cvtdq2pd_xmm_xmmm64", &[X, Xm64]),
+        ("Cvtps2dq_xmm_xmmm128", &[X, Xm128]),
+        ("Cvttps2dq_xmm_xmmm128", &[X, Xm128]),
+        ("Cvtpd2dq_xmm_xmmm128", &[X, Xm128]),
+        ("Cvttpd2dq_xmm_xmmm128", &[X, Xm128]),
+        ("Cvtps2pd_xmm_xmmm64", &[X, Xm64]),
+        ("Cvtpd2ps_xmm_xmmm128", &[X, Xm128]),
+        ("Unpcklps_xmm_xmmm128", &[X, Xm128]),
+        ("Unpckhps_xmm_xmmm128", &[X, Xm128]),
+        ("Unpcklpd_xmm_xmmm128", &[X, Xm128]),
+        ("Unpckhpd_xmm_xmmm128", &[X, Xm128]),
+        ("Shufpd_xmm_xmmm128_imm8", &[X, Xm128, U8]),
+        ("Subss_xmm_xmmm32", &[X, Xm32]),
+        ("Minss_xmm_xmmm32", &[X, Xm32]),
+        ("Maxsd_xmm_xmmm64", &[X, Xm64]),
+        ("Comiss_xmm_xmmm32", &[X, Xm32]),
+        ("Ucomisd_xmm_xmmm64", &[X, Xm64]),
+    ]
+};
+
+/// A random float (`single`) or double with edge values: zeros, ones, infinities, NaNs (quiet and
+/// signalling), denormals, the extremes, integer-conversion limits, inexact fractions.
+fn fp_value(rng: &mut Rng, single: bool) -> u64 {
+    let r = rng.next_u64();
+    if single {
+        let v: u32 = match rng.below(20) {
+            0 => 0,
+            1 => 0x8000_0000,
+            2 => 1.0f32.to_bits(),
+            3 => (-1.5f32).to_bits(),
+            4 => 0x7f80_0000,
+            5 => 0xff80_0000,
+            6 => 0x7fc0_0000 | (r as u32 & 0xff),
+            7 => 0x7f80_0001 | (r as u32 & 0x3f_ffff),
+            8 => r as u32 & 0x807f_ffff,
+            9 => 0x0080_0000,
+            10 => 0x7f7f_ffff,
+            11 => 2_147_483_648f32.to_bits(),
+            12 => (-2_147_483_648f32).to_bits(),
+            13 => 0.1f32.to_bits(),
+            14 => (1.0f32 / 3.0).to_bits(),
+            15 => 2.5f32.to_bits(),
+            16 => 4.0f32.to_bits(),
+            _ => (r as u32 & 0x8fff_ffff) | 0x3000_0000,
+        };
+        u64::from(v)
+    } else {
+        match rng.below(20) {
+            0 => 0,
+            1 => 1 << 63,
+            2 => 1.0f64.to_bits(),
+            3 => (-1.5f64).to_bits(),
+            4 => 0x7ff0_0000_0000_0000,
+            5 => 0xfff0_0000_0000_0000,
+            6 => 0x7ff8_0000_0000_0000 | (r & 0xffff),
+            7 => 0x7ff0_0000_0000_0001 | (r & 0x3_ffff_ffff_ffff),
+            8 => r & 0x800f_ffff_ffff_ffff,
+            9 => 0x0010_0000_0000_0000,
+            10 => 0x7fef_ffff_ffff_ffff,
+            11 => 2_147_483_647.5f64.to_bits(),
+            12 => (-2_147_483_648.5f64).to_bits(),
+            13 => 0.1f64.to_bits(),
+            14 => (1.0f64 / 3.0).to_bits(),
+            15 => 2.5f64.to_bits(),
+            16 => 1e300f64.to_bits(),
+            _ => (r & 0x8fff_ffff_ffff_ffff) | 0x3000_0000_0000_0000,
+        }
+    }
+}
+
+/// A 128-bit value of FP edge lanes (`single`: four floats, else two doubles).
+fn fp_xmm(rng: &mut Rng, single: bool) -> u128 {
+    if single {
+        (0..4).fold(0u128, |acc, k| acc | (u128::from(fp_value(rng, true)) << (32 * k)))
+    } else {
+        u128::from(fp_value(rng, false)) | (u128::from(fp_value(rng, false)) << 64)
+    }
+}
+
+/// Packed and scalar SSE floating point with FP edge operands (registers and window), in every
+/// rounding mode.
+fn ssefp() -> Vec<Case> {
+    let mut v = Vec::new();
+    let mut rng = Rng::new(0xf10a7);
+    for (name, ops) in FP_FORMS {
+        let form = gen::Form { code: code(name), ops };
+        let single = name.contains("ps_")
+            || name.contains("ss_")
+            || name.starts_with("Cvtps")
+            || name.starts_with("Cvttps")
+            || name.starts_with("Comiss");
+        for i in 0..48 {
+            let mut k = base("ssefp", format!("{name}/{i}"));
+            gen::random_state(&mut rng, &mut k);
+            // Every rounding mode, exceptions masked, some cases with FTZ and/or DAZ.
+            k.mxcsr = 0x1f80 | (((i / 2) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize];
+            for x in k.xmm.iter_mut() {
+                *x = fp_xmm(&mut rng, single);
+            }
+            for chunk in k.mem.chunks_mut(16) {
+                chunk.copy_from_slice(&fp_xmm(&mut rng, single).to_le_bytes());
+            }
+            let mut insn = gen::random_instruction(&mut rng, &form).unwrap_or_else(|e| panic!("corpus: {e}"));
+            if ops.contains(&gen::K::U8) {
+                // Comparison predicates 0..7 (the imm8 is the last byte).
+                *insn.last_mut().unwrap() = (i % 8) as u8;
+            }
+            k.insns = vec![insn];
+            v.push(k);
+        }
+    }
+    v
+}
+
 /// The hand-written cases of `family`.
 pub fn family(name: &str) -> Vec<Case> {
     match name {
@@ -1280,6 +1468,7 @@ pub fn family(name: &str) -> Vec<Case> {
         "x87" => x87(),
         "exc" => exc(),
         "forms" => forms(),
+        "ssefp" => ssefp(),
         _ => Vec::new(),
     }
 }

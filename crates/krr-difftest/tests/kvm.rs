@@ -106,7 +106,22 @@ fn emu_agrees_on_clean_families() {
     let mut k = KvmRunner::new().expect("KVM");
     let mut e = EmuRunner::new();
     let mut bad = Vec::new();
-    for f in ["alu", "unary", "cmov_setcc"] {
+    for f in [
+        "alu",
+        "unary",
+        "cmov_setcc",
+        "bit",
+        "bitext",
+        "muldiv",
+        "shift",
+        "shiftd",
+        "string",
+        "jcc",
+        "stack",
+        "xchg",
+        "misc",
+        "exc",
+    ] {
         for c in corpus::family(f) {
             let v = check(&c, &mut k as &mut dyn Runner, &mut e, false);
             if !matches!(v, Verdict::Pass) {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::cpu::{cr, SegReg};
+use crate::cpu::{cr, flags, SegReg};
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -136,6 +136,31 @@ impl Ctx<'_> {
         } else {
             Priv::Sup
         }
+    }
+
+    /// Whether data accesses are alignment-checked: CPL 3 with CR0.AM and RFLAGS.AC.
+    #[inline]
+    pub(crate) fn ac_active(&self) -> bool {
+        self.cpu.rflags & flags::AC != 0 && self.cpu.cr0 & cr::CR0_AM != 0 && self.cpu.cpl() == 3
+    }
+
+    /// #AC(0) for a checked access of `len` bytes at a linear address not aligned to its
+    /// natural alignment: the size for 2/4/8/16 bytes, 8 for 80-bit x87 operands; other sizes
+    /// are not checked. It takes precedence over #PF (as on the reference CPU).
+    #[inline]
+    fn check_align(&self, lin: u64, len: usize) -> ExResult {
+        if !self.ac_active() {
+            return Ok(());
+        }
+        let align = match len {
+            2 | 4 | 8 | 16 => len as u64,
+            10 => 8,
+            _ => return Ok(()),
+        };
+        if lin & (align - 1) != 0 {
+            return Err(Exception::with_code(crate::error::vector::AC, 0).into());
+        }
+        Ok(())
     }
 
     /// Translates a linear address, raising #PF as hardware would.
@@ -389,6 +414,7 @@ impl Ctx<'_> {
     #[inline]
     pub(crate) fn read_mem(&mut self, seg: SegReg, off: u64, len: usize) -> ExResult<u64> {
         let lin = self.linear(seg, off, len)?;
+        self.check_align(lin, len)?;
         let mut b = [0u8; 8];
         let prv = self.data_priv();
         self.lin_read(lin, &mut b[..len], Access::Read, prv)?;
@@ -399,6 +425,7 @@ impl Ctx<'_> {
     #[inline]
     pub(crate) fn read_mem_rmw(&mut self, seg: SegReg, off: u64, len: usize) -> ExResult<u64> {
         let lin = self.linear(seg, off, len)?;
+        self.check_align(lin, len)?;
         let mut b = [0u8; 8];
         let prv = self.data_priv();
         self.lin_read(lin, &mut b[..len], Access::Write, prv)?;
@@ -409,6 +436,7 @@ impl Ctx<'_> {
     #[inline]
     pub(crate) fn write_mem(&mut self, seg: SegReg, off: u64, len: usize, v: u64) -> ExResult {
         let lin = self.linear(seg, off, len)?;
+        self.check_align(lin, len)?;
         let prv = self.data_priv();
         self.lin_write(lin, &v.to_le_bytes()[..len], prv)
     }
@@ -416,6 +444,7 @@ impl Ctx<'_> {
     /// Reads arbitrary-length bytes at seg:off (SSE, FXSAVE, descriptors).
     pub(crate) fn read_bytes(&mut self, seg: SegReg, off: u64, buf: &mut [u8]) -> ExResult {
         let lin = self.linear(seg, off, buf.len())?;
+        self.check_align(lin, buf.len())?;
         let prv = self.data_priv();
         let mut done = 0;
         while done < buf.len() {
@@ -432,6 +461,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         let lin = self.linear(seg, off, data.len())?;
+        self.check_align(lin, data.len())?;
         let prv = self.data_priv();
         let mut a = lin & !0xfff;
         while a <= lin.wrapping_add(data.len() as u64 - 1) {
@@ -466,6 +496,33 @@ mod tests {
     use crate::testutil::*;
     use crate::{Cpu, FlatMemory, SimplePlatform};
     use iced_x86::code_asm::*;
+
+    #[test]
+    fn alignment_check_at_cpl3() {
+        // #AC needs CPL 3, CR0.AM and RFLAGS.AC; otherwise the user program ends in HLT's #GP.
+        for (am, ac, addr, vector) in [
+            (true, true, DATA + 1, 17),
+            (true, true, DATA + 8, 13),
+            (false, true, DATA + 1, 13),
+            (true, false, DATA + 1, 13),
+            (true, true, 0x7fff_0001, 17), // #AC before #PF
+        ] {
+            let (mut cpu, mut mem) = prepare(|a| {
+                a.mov(rbx, addr)?;
+                a.mov(rax, qword_ptr(rbx))?;
+                Ok(())
+            });
+            make_user(&mut cpu);
+            if am {
+                cpu.cr0 |= crate::cpu::cr::CR0_AM;
+            }
+            if ac {
+                cpu.rflags |= crate::cpu::flags::AC;
+            }
+            run_until_hlt(&mut cpu, &mut mem, &mut SimplePlatform::new());
+            assert_eq!(cpu.gpr[15], vector, "am={am} ac={ac} addr={addr:#x}");
+        }
+    }
 
     const PAGE_A: u64 = LIN_4K + 0x5000;
     const PAGE_B: u64 = LIN_4K + 0x6000;

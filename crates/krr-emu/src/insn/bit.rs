@@ -1,13 +1,15 @@
 //! Bit test and scan: BT/BTS/BTR/BTC, BSF/BSR, TZCNT/LZCNT (only when the CPU features offer
 //! them; otherwise they execute as BSF/BSR like on CPUs that ignore the F3 prefix), POPCNT.
 //!
-//! Undefined flags: BT* change only CF and BSF/BSR only ZF, leaving OF/SF/AF/PF as they were
-//! (what Intel cores are observed to do); TZCNT/LZCNT change only CF and ZF.
+//! Undefined flags follow the reference CPU of krr-difftest (this project's AMD hosts): BT* change
+//! only CF; BSF/BSR clear CF/OF/SF/AF and set PF from the result (ZF|PF for a zero source);
+//! TZCNT/LZCNT keep OF and clear SF/AF/PF.
 
 use iced_x86::{Code, Mnemonic, OpKind};
 
+use super::alu::pf;
 use super::{mask, sext, Decoded, Handler};
-use crate::cpu::flags::{CF, ZF};
+use crate::cpu::flags::{CF, OF, PF, ZF};
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -63,12 +65,12 @@ fn bsf_bsr<const REV: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let v = ctx.read_op(i, 1)? & mask(size);
     if v == 0 {
         // Destination unchanged (Intel and AMD both leave it).
-        ctx.cpu.rflags |= ZF;
+        ctx.set_status(ZF | PF);
         return Ok(());
     }
     let r = if REV { 63 - u64::from(v.leading_zeros()) } else { u64::from(v.trailing_zeros()) };
     ctx.write_op(i, 0, r)?;
-    ctx.cpu.rflags &= !ZF;
+    ctx.set_status(pf(r));
     Ok(())
 }
 
@@ -88,14 +90,14 @@ fn tzcnt_lzcnt<const LZ: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         v.trailing_zeros()
     };
     ctx.write_op(i, 0, u64::from(r))?;
-    let mut f = ctx.cpu.rflags & !(CF | ZF);
+    let mut f = ctx.cpu.rflags & OF;
     if v == 0 {
         f |= CF;
     }
     if r == 0 {
         f |= ZF;
     }
-    ctx.cpu.rflags = f;
+    ctx.set_status(f);
     Ok(())
 }
 
@@ -161,6 +163,52 @@ mod tests {
         assert_eq!(cpu.gpr[10], 77);
         assert_eq!(cpu.gpr[12], 32);
         assert_eq!(cpu.gpr[13], 11);
+    }
+
+    #[test]
+    fn bsf_tzcnt_flags_as_the_reference_cpu() {
+        let flags_after = |f: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| {
+            let (cpu, _) = run_asm(|a| {
+                a.mov(eax, 0x8d5)?; // all status flags
+                a.push(rax)?;
+                a.popfq()?;
+                f(a)?;
+                a.pushfq()?;
+                a.pop(rbx)?;
+                Ok(())
+            });
+            cpu.gpr[3] & 0x8d5
+        };
+        // BSF: PF from the index (3: even parity), the rest clear; zero source: ZF|PF.
+        assert_eq!(
+            flags_after(&|a| {
+                a.mov(ecx, 8)?;
+                a.bsf(eax, ecx)
+            }),
+            0x04
+        );
+        assert_eq!(
+            flags_after(&|a| {
+                a.mov(ecx, 2)?;
+                a.bsr(eax, ecx)
+            }),
+            0
+        );
+        assert_eq!(
+            flags_after(&|a| {
+                a.mov(ecx, 0)?;
+                a.bsf(eax, ecx)
+            }),
+            0x44
+        );
+        // TZCNT: OF kept, CF for a zero source, SF/AF/PF clear.
+        assert_eq!(
+            flags_after(&|a| {
+                a.mov(ecx, 0)?;
+                a.tzcnt(eax, ecx)
+            }),
+            0x801
+        );
     }
 
     #[test]

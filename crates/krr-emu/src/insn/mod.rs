@@ -17,6 +17,7 @@ pub(crate) mod muldiv;
 pub(crate) mod shift;
 pub(crate) mod sse;
 pub(crate) mod ssefp;
+pub(crate) mod ssepacked;
 pub(crate) mod stack;
 pub(crate) mod string;
 pub(crate) mod system;
@@ -171,6 +172,7 @@ pub(crate) fn handler_for(code: Code) -> Option<Handler> {
         .or_else(|| system::handler(code, m))
         .or_else(|| sse::handler(code, m))
         .or_else(|| ssefp::handler(code, m))
+        .or_else(|| ssepacked::handler(code, m))
         .or_else(|| x87::handler(code, m))
 }
 

@@ -1,7 +1,8 @@
 //! MUL/IMUL/DIV/IDIV. Division by zero or a quotient that does not fit raises #DE.
 //!
 //! Undefined flags: after MUL/IMUL, SF/ZF/AF/PF keep their previous values, as the reference CPU
-//! of krr-difftest (this project's AMD hosts) leaves them; DIV/IDIV leave all flags unchanged.
+//! of krr-difftest (this project's AMD hosts) leaves them; after DIV/IDIV that CPU keeps CF/OF,
+//! sets AF and clears SF/ZF/PF whatever the operands (measured with krr-difftest).
 
 use iced_x86::{Code, Mnemonic, Register};
 
@@ -10,6 +11,8 @@ use crate::cpu::flags::{AF, CF, OF, PF, SF, ZF};
 
 /// The flags MUL and IMUL leave as they were.
 const KEPT: u64 = SF | ZF | AF | PF;
+/// The flags DIV and IDIV leave as they were; of the others only AF ends up set.
+const DIV_KEPT: u64 = CF | OF;
 use crate::error::{ExResult, Exception};
 use crate::exec::Ctx;
 
@@ -110,6 +113,7 @@ fn div<const SIGNED: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         }
         set_acc(ctx, size, q as u64, r as u64);
     }
+    ctx.set_status((ctx.cpu.rflags & DIV_KEPT) | AF);
     Ok(())
 }
 
@@ -155,6 +159,24 @@ mod tests {
         assert_eq!(cpu.gpr[9], 0xffff_ffff);
         assert_eq!(cpu.gpr[10], (-10i64) as u64);
         assert_eq!(cpu.gpr[0] & 0xffff, 600);
+    }
+
+    #[test]
+    fn div_flags_as_the_reference_cpu() {
+        // CF/OF kept, AF set, SF/ZF/PF cleared.
+        let (cpu, _) = run_asm(|a| {
+            a.mov(eax, 0x8c5)?; // CF PF ZF SF OF
+            a.push(rax)?;
+            a.popfq()?;
+            a.mov(eax, 100)?;
+            a.mov(edx, 0)?;
+            a.mov(ecx, 7)?;
+            a.div(ecx)?;
+            a.pushfq()?;
+            a.pop(rbx)?;
+            Ok(())
+        });
+        assert_eq!(cpu.gpr[3] & 0x8d5, 0x811);
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! Counts are masked to 5 bits (6 for 64-bit operands); a masked count of 0 changes no flags
 //! (but still writes a 32-bit register, zero-extending it, as Intel does). Flags that the SDM
 //! leaves undefined follow the reference CPU of krr-difftest (this project's AMD hosts): OF is
-//! computed with the count-1 formula for every count, AF is set when SHL/SHR/SAR write flags.
+//! computed with the count-1 formula for every count (also for an RCL/RCR count that is a multiple
+//! of the width + 1), AF is set when SHL/SHR/SAR/SHLD/SHRD write flags.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::alu::szp;
-use super::{mask, sext, sign_bit, Decoded, Handler};
+use super::{mask, sext, Decoded, Handler};
 use crate::cpu::flags::{AF, CF, OF};
 
 /// AF after SHL/SHR/SAR with a non-zero count: this project's AMD hosts set it.
@@ -89,15 +90,19 @@ pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u
         }
         _ => {
             // RCL/RCR rotate through CF: a (bits+1)-bit rotation.
+            // A masked count that is a multiple of bits+1 rotates nothing but still sets OF (from
+            // the unchanged value and CF, as the reference CPU does).
             let r = if size < 4 { c % (bits + 1) } else { c };
-            if r == 0 {
-                return (a, None);
-            }
             let w = bits + 1;
             let v = u128::from(a) | (u128::from(cf_in) << bits);
             let wm = (1u128 << w) - 1;
-            let rot =
-                if op == RCL { ((v << r) | (v >> (w - r))) & wm } else { ((v >> r) | (v << (w - r))) & wm };
+            let rot = if r == 0 {
+                v
+            } else if op == RCL {
+                ((v << r) | (v >> (w - r))) & wm
+            } else {
+                ((v >> r) | (v << (w - r))) & wm
+            };
             let res = (rot as u64) & m;
             let cf = ((rot >> bits) & 1) as u64;
             let of = if op == RCL { msb(res) ^ cf } else { ((res << 1) ^ res) >> (bits - 1) & 1 };
@@ -217,8 +222,19 @@ pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize
         res = ((v >> c) as u64) & m;
         cf = ((v >> (c - 1)) & 1) as u64;
     }
-    let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
-    if (res ^ dst) & sign_bit(size) != 0 {
+    // Undefined flags as the reference CPU (AMD) sets them: AF always; OF = MSB(res) ^ CF for
+    // SHLD and the top two result bits differing for SHRD, for every count; 16-bit counts above
+    // 16 clear CF (and OF for SHLD), a 16-bit SHLD by 16 sets OF = CF.
+    let msb = |x: u64| (x >> (bits - 1)) & 1;
+    let (cf, of) = if size == 2 && c > 16 {
+        (0, if left { 0 } else { msb(res) ^ msb(res << 1) })
+    } else if left {
+        (cf, if size == 2 && c == 16 { cf } else { msb(res) ^ cf })
+    } else {
+        (cf, msb(res) ^ msb(res << 1))
+    };
+    let mut f = szp(res, size) | AF | if cf != 0 { CF } else { 0 };
+    if of != 0 {
         f |= OF;
     }
     (res, Some(f))
@@ -274,9 +290,12 @@ mod tests {
         assert_eq!(shift_op(ROR, 0x01, 1, false, 1), (0x80, Some(CF | OF)));
         assert_eq!(shift_op(RCL, 0x80, 1, false, 1), (0x00, Some(CF | OF)));
         assert_eq!(shift_op(RCR, 0x00, 1, true, 1), (0x80, Some(OF)));
-        assert_eq!(shift_op(RCL, 0x12, 9, true, 1), (0x12, None), "rcl by 9 on a byte is identity");
-        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2), (0x234a, Some(CF)));
-        assert_eq!(double_shift(false, 0x1234, 0xabcd, 4, 2), (0xd123, Some(SF | OF)));
+        assert_eq!(shift_op(RCL, 0x12, 9, true, 1), (0x12, Some(CF | OF)), "rcl by 9: identity, OF set");
+        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2), (0x234a, Some(CF | AF | OF)));
+        assert_eq!(double_shift(false, 0x1234, 0xabcd, 4, 2), (0xd123, Some(SF | AF)));
+        assert_eq!(double_shift(true, 0x8001, 0x8000, 16, 2), (0x8000, Some(SF | PF | AF | CF | OF)));
+        assert_eq!(double_shift(true, 0x81bd, 0x8000, 17, 2), (0x0001, Some(AF)));
+        assert_eq!(double_shift(false, 0x0000, 0x8000, 17, 2), (0x4000, Some(PF | AF | OF)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! MOVD/MOVQ, logic, byte/word/dword/qword add/sub/compare, PMOVMSKB, PMINUB/PMAXUB, shuffles,
 //! unpacks, shifts, LDMXCSR/STMXCSR. Only XMM forms (MMX forms are not implemented).
 //!
-//! Scalar floating point is in `ssefp.rs`; packed floating-point arithmetic is not implemented.
+//! Scalar floating point is in `ssefp.rs`, packed floating-point arithmetic in `ssepacked.rs`.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -470,6 +470,10 @@ pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
         M::Punpcklwd => packed::<P_UNPCKL, 2>,
         M::Punpckldq => packed::<P_UNPCKL, 4>,
         M::Punpcklqdq => packed::<P_UNPCKL, 8>,
+        M::Unpcklps => packed::<P_UNPCKL, 4>,
+        M::Unpcklpd => packed::<P_UNPCKL, 8>,
+        M::Unpckhps => packed::<P_UNPCKH, 4>,
+        M::Unpckhpd => packed::<P_UNPCKH, 8>,
         M::Punpckhbw => packed::<P_UNPCKH, 1>,
         M::Punpckhwd => packed::<P_UNPCKH, 2>,
         M::Punpckhdq => packed::<P_UNPCKH, 4>,

@@ -66,6 +66,7 @@ fn string<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         && rep
         && asz == 8
         && delta == esz as u64
+        && !ctx.ac_active()
         && fast_forward::<OP>(ctx, src_seg, esz)?
     {
         return Ok(());
@@ -100,10 +101,15 @@ fn string<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
                 bump(ctx, 6, delta, asz);
             }
             CMPS => {
-                // ES:[RDI] first: when both operands fault, the reference CPU (krr-difftest)
-                // reports that one in all but a few REPE CMPSB cases, which are not understood yet.
-                let b = ctx.read_mem(SegReg::Es, di, esz)?;
-                let a = ctx.read_mem(src_seg, si, esz)?;
+                // When both operands fault, the reference CPU (krr-difftest, AMD) reports
+                // ES:[RDI] first, except for REPE CMPSB, which reads [RSI] first.
+                let (a, b) = if repe && !repne && esz == 1 {
+                    let a = ctx.read_mem(src_seg, si, esz)?;
+                    (a, ctx.read_mem(SegReg::Es, di, esz)?)
+                } else {
+                    let b = ctx.read_mem(SegReg::Es, di, esz)?;
+                    (ctx.read_mem(src_seg, si, esz)?, b)
+                };
                 let (_, f) = sub_flags(a, b, 0, esz);
                 ctx.set_status(f);
                 bump(ctx, 6, delta, asz);
@@ -171,6 +177,12 @@ fn fast_forward<const OP: u8>(ctx: &mut Ctx<'_>, src_seg: SegReg, esz: usize) ->
         if OP == MOVS {
             src_lin = ctx.linear(src_seg, si, esz)?;
             n = n.min((4096 - (src_lin & 0xfff) as usize) / esz);
+            // A destination just above the source re-reads bytes this copy writes (element
+            // semantics, e.g. a repeating pattern): copy at most that distance at a time.
+            let dist = dst_lin.wrapping_sub(src_lin);
+            if dist != 0 && dist < 4096 {
+                n = n.min(dist as usize / esz);
+            }
         }
         let n = n.min(usize::try_from(rcx).unwrap_or(usize::MAX));
         if n == 0 {
@@ -248,6 +260,33 @@ mod tests {
         assert_eq!(cpu.gpr[6], DATA + 0x2000);
         assert_eq!(cpu.cr2, 0x100_0000);
         assert_eq!(read_u64(&mem, cpu.gpr[4] + 8), CODE + 25, "RIP on the rep movsb");
+    }
+
+    #[test]
+    fn overlapping_rep_movs_repeats_the_pattern() {
+        // Element semantics: a destination 3 bytes above the source repeats "abc".
+        let (_, mem) = run_asm(|a| {
+            a.mov(rdi, DATA)?;
+            a.mov(dword_ptr(rdi), 0x0063_6261)?;
+            a.mov(rsi, DATA)?;
+            a.add(rdi, 3)?;
+            a.mov(ecx, 9)?;
+            a.rep().movsb()?;
+            a.mov(rsi, DATA)?;
+            a.mov(rdi, DATA + 0x105)?;
+            a.mov(rdx, 0x0102_0304_0506_0708u64)?;
+            a.mov(qword_ptr(rsi + 0x100), rdx)?;
+            a.add(rsi, 0x100)?;
+            a.mov(ecx, 2)?;
+            a.rep().movsq()?; // distance 5 < 8: element by element
+            Ok(())
+        });
+        assert_eq!(mem.dump(DATA, 12).unwrap(), b"abcabcabcabc".to_vec());
+        let q = u64::from_le_bytes(mem.dump(DATA + 0x105, 8).unwrap().try_into().unwrap());
+        assert_eq!(q, 0x0102_0304_0506_0708);
+        let q2 = u64::from_le_bytes(mem.dump(DATA + 0x10d, 8).unwrap().try_into().unwrap());
+        // The second element is read after the first was written (source 0x108 is inside it).
+        assert_eq!(q2, 0x0000_0001_0203_0405);
     }
 
     #[test]

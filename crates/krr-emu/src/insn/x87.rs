@@ -1,13 +1,13 @@
 //! x87 subset: FNINIT, FNSTCW/FLDCW, FNSTSW, FNCLEX, FWAIT, EMMS, FXSAVE/FXRSTOR, and the
 //! data movement the C library uses (FLD m80/m64/ST(i), FILD, FLDZ/FLD1, FSTP m80/ST(i),
-//! FXCH, FFREE, FINCSTP/FDECSTP). No x87 arithmetic; stack faults are not modelled (a push
-//! onto a valid register overwrites it instead of raising the invalid-operation response).
+//! FXCH, FFREE, FINCSTP/FDECSTP). No x87 arithmetic; of the stack faults only the masked
+//! overflow of a push is modelled.
 
 use iced_x86::{Code, Mnemonic, OpKind, Register};
 
 use super::Decoded;
 use crate::cpu::cr;
-use crate::error::{vector, ExResult, Exception};
+use crate::error::{vector, EmuError, ExResult, Exception};
 use crate::exec::Ctx;
 
 /// #NM when CR0.EM or CR0.TS (x87 instructions).
@@ -30,12 +30,29 @@ fn st_index(r: Register) -> usize {
     (r as usize).wrapping_sub(Register::ST0 as usize) & 7
 }
 
-/// Pushes an 80-bit value.
-fn push(ctx: &mut Ctx<'_>, v: [u8; 10]) {
+/// The real indefinite (negative QNaN) loaded by the masked invalid-operation response.
+const INDEFINITE: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff];
+
+/// Pushes an 80-bit value. A push onto a valid register is a stack overflow: IE, SF and C1 are
+/// set and, with IE masked, the real indefinite is pushed instead; an unmasked one (#MF at the
+/// next waiting instruction) is not modelled and stops with `Unsupported`.
+fn push(ctx: &mut Ctx<'_>, v: [u8; 10]) -> ExResult {
     let t = (top(ctx) + 7) & 7;
+    let v = if ctx.cpu.fpu.ftw & (1 << t) != 0 {
+        if ctx.cpu.fpu.fcw & 1 == 0 {
+            return Err(
+                EmuError::Unsupported { rip: ctx.start_rip, what: "unmasked x87 stack overflow" }.into()
+            );
+        }
+        ctx.cpu.fpu.fsw |= 0x241; // C1 | SF | IE
+        INDEFINITE
+    } else {
+        v
+    };
     set_top(ctx, t);
     ctx.cpu.fpu.st[t] = v;
     ctx.cpu.fpu.ftw |= 1 << t;
+    Ok(())
 }
 
 /// Pops ST0, returning it.
@@ -139,9 +156,11 @@ fn fwait(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
     Ok(())
 }
 
+/// EMMS empties every register and, on the reference CPU (AMD), also sets TOP to 0.
 fn emms(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
     check_fpu(ctx)?;
     ctx.cpu.fpu.ftw = 0;
+    set_top(ctx, 0);
     Ok(())
 }
 
@@ -164,8 +183,7 @@ fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
             b
         }
     };
-    push(ctx, v);
-    Ok(())
+    push(ctx, v)
 }
 
 fn fstp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
