@@ -27,6 +27,8 @@ step "krr record -o TRACE -- /bin/forkexec   (boot, record every input the guest
 step "krr dump TRACE --stats; krr dump TRACE 0-12"
 "$krr" dump "$tmp/trace" --stats
 "$krr" dump "$tmp/trace" 0-12
+step "krr replay TRACE   (the kernel re-executed on krr's emulator, every event checked)"
+"$krr" replay "$tmp/trace"
 
 step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
 "$krr" run -- /bin/hello

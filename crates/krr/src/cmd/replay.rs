@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use krr_replay::{check_kernel, load_snapshot, load_trace, Hooks, Replayer};
 
 /// Re-execute the guest kernel of a trace, instruction by instruction, on krr's emulator, from
@@ -61,7 +60,7 @@ fn excerpt(b: &[u8], at: usize) -> String {
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let trace = load_trace(&args.trace).with_context(|| format!("{}", args.trace.display()))?;
+    let trace = load_trace(&args.trace)?;
     let vmlinux = match &args.vmlinux {
         Some(v) => v.clone(),
         None => super::guest::guest_dir()?.join("vmlinux"),

@@ -1,0 +1,105 @@
+//! Replay speed per guest workload, next to recording the same workload in the same run: each
+//! workload is recorded once on the `emu` backend (wall time of the part after the kernel's
+//! `Run /init` line), then the trace is replayed N times (median wall time).
+//!
+//! `cargo bench -p krr-replay --bench replay_speed [-- WORKLOAD...] [--reps N]` (N = 3)
+//! The guest comes from `$KRR_GUEST_DIR` or `guest/build.sh --print-dir`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use krr_replay::{load_snapshot, load_trace, Hooks, Replayer};
+use krr_vmm::devices::Echo;
+use krr_vmm::vm::{run, RecordConfig, BASE_CMDLINE};
+use krr_vmm::{Accel, ExitReason, VmConfig};
+
+const WORKLOADS: [&str; 11] = [
+    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
+];
+
+fn guest_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
+        return PathBuf::from(d);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
+    let out = Command::new(script).arg("--print-dir").output().expect("run guest/build.sh --print-dir");
+    assert!(out.status.success(), "the guest is not built: run guest/build.sh first");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn record(dir: &Path, workload: &str, trace: PathBuf) -> f64 {
+    let cfg = VmConfig {
+        accel: Accel::Emu,
+        vcpus: 1,
+        mem_bytes: 256 << 20,
+        vmlinux: dir.join("vmlinux"),
+        initrd: Some(dir.join("initramfs.cpio")),
+        cmdline: BASE_CMDLINE.into(),
+        echo: Echo::Nothing,
+        timeout: Some(Duration::from_secs(600)),
+        command: vec![format!("/bin/{workload}")],
+        save_snapshot: None,
+        from_snapshot: None,
+        snapshot_on_console: None,
+        record: Some(RecordConfig {
+            dir: trace,
+            ring_bytes: krr_vmm::recorder::DEFAULT_RING_BYTES,
+            from_boot: false,
+            producer: "krr bench".into(),
+            kernel_version: String::new(),
+        }),
+        interrupt: None,
+        profile: false,
+    };
+    let out = run(&cfg).unwrap_or_else(|e| panic!("{workload}: {e}"));
+    assert_eq!(out.reason, ExitReason::Exited(0), "{workload}");
+    out.after_init.unwrap().as_secs_f64()
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut reps = 3;
+    if let Some(i) = args.iter().position(|a| a == "--reps") {
+        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
+        args.drain(i..i + 2);
+    }
+    let workloads: Vec<String> =
+        if args.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args };
+    let dir = guest_dir();
+    let hooks = Hooks::from_vmlinux(&dir.join("vmlinux")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    println!("replay_speed: guest {}, replay median of {reps}", dir.display());
+    println!(
+        "{:<9} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "workload", "events", "kernel ins", "record s", "replay s", "replay M/s"
+    );
+    for w in &workloads {
+        let trace_dir = tmp.path().join(w);
+        let rec_s = record(&dir, w, trace_dir.clone());
+        let trace = load_trace(&trace_dir).unwrap();
+        let mut times = Vec::new();
+        let mut insns = 0;
+        for _ in 0..reps {
+            let (cpu, mem, _) = load_snapshot(&trace).unwrap();
+            let t = Instant::now();
+            let out = Replayer::new(cpu, mem, hooks.clone(), &trace.events)
+                .run(|_, _| {})
+                .unwrap_or_else(|d| panic!("{w}: {d}"));
+            times.push(t.elapsed().as_secs_f64());
+            insns = out.instructions;
+        }
+        times.sort_by(f64::total_cmp);
+        let rep_s = times[times.len() / 2];
+        println!(
+            "{:<9} {:>8} {:>10} {:>9.3} {:>9.3} {:>9.1}",
+            w,
+            trace.events.len(),
+            insns,
+            rec_s,
+            rep_s,
+            insns as f64 / rep_s / 1e6
+        );
+    }
+    println!("record s: the workload part of the recording (from Run /init), which runs user space too.");
+}
