@@ -34,6 +34,10 @@ const PT_REGS_CS: u64 = 17 * 8;
 /// The kernel's direct map of physical memory (x86-64, 4-level paging, no KASLR).
 const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
 const BP_VECTOR: u8 = 3;
+/// RFLAGS.RF: set in the frame of an interrupt taken between REP iterations.
+const RF: u64 = 1 << 16;
+/// CF, PF, AF, ZF, SF, OF.
+const STATUS_FLAGS: u64 = 0x8d5;
 
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,15 +66,76 @@ struct Log<'a> {
     irq_rip: &'a Cell<u64>,
     /// An interrupt vector to deliver at the next instruction boundary.
     pending: Option<u8>,
+    /// Events already consumed out of order (a user read or PTE read whose hook was reached
+    /// before an interrupt the log puts first): skipped when the cursor gets there.
+    pre: std::collections::BTreeSet<usize>,
 }
 
 impl Log<'_> {
     /// Skip console markers; the next event that is an input.
     fn peek(&mut self) -> Option<&Event> {
-        while let Some(Event::Console { .. }) = self.events.get(self.cursor) {
-            self.cursor += 1;
+        loop {
+            match self.events.get(self.cursor) {
+                Some(Event::Console { .. }) => self.cursor += 1,
+                Some(_) if self.pre.remove(&self.cursor) => {
+                    self.cursor += 1;
+                    self.seq += 1;
+                }
+                _ => break,
+            }
         }
         self.events.get(self.cursor)
+    }
+
+    /// The event a hook must consume: the next one if `want` matches it; or, when the log puts
+    /// a kernel-mode interrupt first (it landed between the hook's entry and the point where the
+    /// agent disabled interrupts), the first match after that interrupt's own events, taken out
+    /// of order. Returns its index and sequence number, or `None`.
+    fn take_for_hook(&mut self, want: impl Fn(&Event) -> bool) -> Option<(usize, u64, Event)> {
+        let first = self.peek()?.clone();
+        if want(&first) {
+            let (i, seq) = (self.cursor, self.seq);
+            self.take();
+            return Some((i, seq, first));
+        }
+        if !matches!(&first, Event::Interrupt { regs, .. } if is_kernel(regs.rip)) {
+            return None;
+        }
+        let mut seq = self.seq;
+        for j in self.cursor..self.events.len() {
+            let e = &self.events[j];
+            if self.pre.contains(&j) || matches!(e, Event::Console { .. }) {
+                if !matches!(e, Event::Console { .. }) {
+                    seq += 1;
+                }
+                continue;
+            }
+            if want(e) {
+                self.pre.insert(j);
+                return Some((j, seq, e.clone()));
+            }
+            // Only what an interrupt handler logs may stand in between.
+            let inside = match e {
+                Event::Interrupt { regs, .. } => is_kernel(regs.rip),
+                Event::Rdtsc { .. }
+                | Event::PortRead { .. }
+                | Event::MmioRead { .. }
+                | Event::Rdmsr { .. }
+                | Event::Cpuid { .. }
+                | Event::Random { .. } => true,
+                _ => false,
+            };
+            if !inside {
+                return None;
+            }
+            seq += 1;
+        }
+        None
+    }
+
+    /// Whether the next event is an interrupt in kernel mode (it may land inside a hook).
+    fn irq_next(&mut self) -> bool {
+        matches!(self.peek(), Some(Event::Interrupt { regs, .. }) if is_kernel(regs.rip))
     }
 
     fn take(&mut self) -> Option<Event> {
@@ -258,6 +323,13 @@ pub struct Replayer<'a> {
     start_icount: u64,
     /// Stop after this many events (`--until`).
     until: Option<u64>,
+    /// Compare the status flags at interrupt points. True for traces recorded on krr-emu (the
+    /// same emulator must compute the same flags). Off for traces recorded on KVM: where KVM
+    /// emulates guest ring 0 (this project's hosts) its instruction emulator sets some status
+    /// flags differently from silicon and krr-emu (it runs TZCNT as BSF); a status flag that
+    /// is live at the interrupt and differs changes control flow, which the position and GPR
+    /// checks of the following events catch.
+    check_status_flags: bool,
 }
 
 impl std::fmt::Debug for Replayer<'_> {
@@ -281,7 +353,13 @@ impl<'a> Replayer<'a> {
             injected: None,
             start_icount,
             until: None,
+            check_status_flags: true,
         }
+    }
+
+    /// Whether to compare RFLAGS' status flags at interrupt points (see the field).
+    pub fn check_status_flags(&mut self, on: bool) {
+        self.check_status_flags = on;
     }
 
     /// Stop once `n` events have been consumed.
@@ -305,6 +383,7 @@ impl<'a> Replayer<'a> {
             divergence: None,
             irq_rip: &irq_rip,
             pending: None,
+            pre: std::collections::BTreeSet::new(),
         };
         // The first event is the start: the position counter must agree with the snapshot.
         match log.take() {
@@ -484,12 +563,73 @@ impl<'a> Replayer<'a> {
             ));
         }
         if self.cpu.gpr != regs.gpr {
-            // Same block, same RIP: an uninstrumented loop; the GPRs pick the iteration.
-            return Ok(());
+            const RCX: usize = 1;
+            // GPRs a string instruction does not change (RAX, RCX, RSI, RDI may move).
+            let others_equal =
+                (0..16).filter(|i| ![0, 1, 6, 7].contains(i)).all(|i| self.cpu.gpr[i] == regs.gpr[i]);
+            if others_equal && self.rep_string_at(self.cpu.rip) && self.cpu.gpr[RCX] >= regs.gpr[RCX] {
+                // The interrupt came between two iterations of a REP string instruction: run
+                // exactly the iterations that ran before it, then stand on the instruction again
+                // with the count that was left, as the hardware did.
+                let rip = self.cpu.rip;
+                self.cpu.gpr[RCX] -= regs.gpr[RCX];
+                let r = self.cpu.step(&mut self.mem, log);
+                if let Some(msg) = log.divergence.take() {
+                    return Err(self.divergence(log, msg));
+                }
+                if let Err(e) = r {
+                    return Err(self
+                        .divergence(log, format!("replaying the REP iterations before an interrupt: {e}")));
+                }
+                self.cpu.gpr[RCX] = regs.gpr[RCX];
+                self.cpu.rip = rip;
+                if self.cpu.gpr != regs.gpr {
+                    return Err(self.divergence(log, format!("interrupt inside the REP string instruction at {rip:#x}: the GPRs differ from the log")));
+                }
+                self.cpu.rflags |= regs.rflags & RF;
+            } else {
+                // Same block, same RIP: an uninstrumented loop; the GPRs pick the iteration.
+                return Ok(());
+            }
+        }
+        // RFLAGS too, but RF (hardware sets it in the frame of an interrupted REP instruction)
+        // and, for traces not recorded on krr-emu, the status flags (see `check_status_flags`).
+        let mask = if self.check_status_flags { !RF } else { !(RF | STATUS_FLAGS) };
+        if (self.cpu.rflags ^ regs.rflags) & mask != 0 {
+            return Err(self.divergence(
+                log,
+                format!(
+                    "interrupt point {:#x}: RFLAGS {:#x}, the log has {:#x}",
+                    regs.rip, self.cpu.rflags, regs.rflags
+                ),
+            ));
         }
         self.injected = log.take();
         log.pending = Some(vector);
         Ok(())
+    }
+
+    /// Whether the instruction at `rip` is a REP-prefixed string instruction.
+    fn rep_string_at(&self, rip: u64) -> bool {
+        let mut b = [0u8; 6];
+        for (i, byte) in b.iter_mut().enumerate() {
+            let Some(pa) = virt_to_phys(&self.mem, self.cpu.cr3, rip + i as u64) else { return false };
+            let mut one = [0u8; 1];
+            if !self.mem.read(pa, &mut one) {
+                return false;
+            }
+            *byte = one[0];
+        }
+        let mut rep = false;
+        for &x in &b {
+            match x {
+                0xf2 | 0xf3 => rep = true,
+                0x66 | 0x67 | 0x2e | 0x3e | 0x26 | 0x36 | 0x64 | 0x65 | 0x40..=0x4f => {}
+                0xa4..=0xa7 | 0xaa..=0xaf => return rep,
+                _ => return false,
+            }
+        }
+        false
     }
 
     fn check_regs(&self, log: &Log<'_>, regs: &Regs, what: &str) -> Result<(), Box<Divergence>> {
@@ -511,6 +651,15 @@ impl<'a> Replayer<'a> {
             let exp = log.expected();
             Err(s.divergence(log, format!("the agent logged {what}; the log expects {exp}")))
         };
+        let input_hook = matches!(
+            h,
+            Hook::PortIn | Hook::MmioRead | Hook::Rdtsc | Hook::Rdmsr | Hook::Cpuid | Hook::Rdrand
+        );
+        if input_hook && log.irq_next() {
+            // The interrupt lands before the agent disables interrupts; the instruction that
+            // reads the input is checked when it runs.
+            return Ok(());
+        }
         match h {
             Hook::Syscall => match self.injected.take() {
                 Some(Event::Syscall { .. }) => Ok(()),
@@ -571,9 +720,8 @@ impl<'a> Replayer<'a> {
                 if val & PAGE_USER == 0 {
                     return Ok(());
                 }
-                match log.peek().cloned() {
-                    Some(Event::PteRead { addr, value, .. }) if addr == ptep => {
-                        log.take();
+                match log.take_for_hook(|e| matches!(e, Event::PteRead { .. })) {
+                    Some((_, _, Event::PteRead { addr, value, .. })) if addr == ptep => {
                         // The value the kernel continues with is the one the hardware had made.
                         self.cpu.gpr[6] = value;
                         if let Some(pa) = ptep.checked_sub(PAGE_OFFSET) {
@@ -587,10 +735,8 @@ impl<'a> Replayer<'a> {
                     _ => mismatch(self, log, &format!("a user PTE read at {ptep:#x}")),
                 }
             }
-            Hook::UserReadBegin => match log.peek().cloned() {
-                Some(Event::UserRead { read, addr, data, .. }) => {
-                    let seq = log.seq;
-                    log.take();
+            Hook::UserReadBegin => match log.take_for_hook(|e| matches!(e, Event::UserRead { .. })) {
+                Some((_, seq, Event::UserRead { read, addr, data, .. })) => {
                     self.place_user_bytes(read == krr_trace::UserReadKind::KmapAnon, addr, &data);
                     self.open_reads
                         .insert(seq, OpenRead { kind: user_read_code(read), addr, len: data.len() as u32 });

@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod hooks;
+mod kvm_state;
 pub mod load;
 pub mod report;
 

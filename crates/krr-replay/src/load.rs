@@ -56,6 +56,18 @@ pub fn check_kernel(header: &Header, vmlinux: &Path) -> Result<(), ReplayError> 
             wanted: header.kernel.build_id.clone(),
         });
     }
+    if !header.kernel.content_hash.is_empty() {
+        let bytes =
+            std::fs::read(vmlinux).map_err(|e| ReplayError::Kernel(format!("{}: {e}", vmlinux.display())))?;
+        let hash = krr_vmm::recorder::content_hash(&bytes);
+        if hash != header.kernel.content_hash {
+            return Err(ReplayError::WrongKernel {
+                vmlinux: vmlinux.to_owned(),
+                found: hash,
+                wanted: header.kernel.content_hash.clone(),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -87,20 +99,26 @@ pub fn load_snapshot(trace: &Trace) -> Result<(Cpu, FlatMemory, SnapshotMeta), R
     if meta.vcpus != 1 {
         return Err(ReplayError::Unsupported(format!("{} vCPUs (replay supports one so far)", meta.vcpus)));
     }
-    if meta.backend != "emu" {
-        return Err(ReplayError::Unsupported(format!(
-            "a trace recorded on the {} backend (its snapshot holds {} state; only emu snapshots are restored so far)",
-            meta.backend, meta.backend
-        )));
-    }
     let mut mem = FlatMemory::new(meta.mem_bytes);
     decode_memory(section(b"MEM ")?, meta.mem_bytes, |pfn, page| mem.load(pfn * 4096, page))
         .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
-    let mut cpu = Cpu::new();
-    cpu.features.rdrand = false;
-    cpu.features.rdseed = false;
-    decode_cpu(&mut cpu, section(b"C000")?)
-        .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
+    let cpu = match meta.backend.as_str() {
+        "emu" => {
+            let mut cpu = Cpu::new();
+            // The emu backend's CPU (crates/krr-vmm/src/emu).
+            cpu.features.rdrand = false;
+            cpu.features.rdseed = false;
+            decode_cpu(&mut cpu, section(b"C000")?)
+                .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
+            cpu
+        }
+        "kvm" => {
+            let state: krr_vmm::kvm::KvmVmState = serde_json::from_slice(section(b"KVMS")?)
+                .map_err(|e| ReplayError::Snapshot(format!("{}: KVMS: {e}", path.display())))?;
+            crate::kvm_state::cpu_from_kvm(&state)?
+        }
+        other => return Err(ReplayError::Unsupported(format!("a snapshot of a {other} VM"))),
+    };
     Ok((cpu, mem, meta))
 }
 

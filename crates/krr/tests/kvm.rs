@@ -63,14 +63,15 @@ fn kvm_boot_snapshot_restore_reaches_init() {
     }
 }
 
-/// The recorder on real KVM exits and interrupts: record the kernel from early boot (the agent
-/// starts in an early initcall) for a bounded time. On this project's hosts KVM emulates ring 0
+/// The recorder on real KVM exits and interrupts, and replay of what it recorded on krr-emu:
+/// record the kernel from early boot (the agent starts in an early initcall) for a bounded
+/// time, then replay the trace with zero divergences. On this project's hosts KVM emulates ring 0
 /// at about 2 M instructions/s and the instrumented kernel does not reach `Run /init` in
 /// minutes, so the recording ends at the time limit; a host with hardware virtualization runs
 /// the workload to the end.
 #[test]
 #[ignore = "needs /dev/kvm and several minutes"]
-fn kvm_records_the_kernel_from_boot() {
+fn kvm_records_the_kernel_from_boot_and_it_replays() {
     let dir = guest_dir();
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("kvm-trace");
@@ -112,4 +113,20 @@ fn kvm_records_the_kernel_from_boot() {
         .filter(|e| e["kind"] == "interrupt" && e["regs"]["rip"].as_u64().unwrap() >= 0xffff_8000_0000_0000)
         .count();
     assert!(kernel_irqs > 0, "no kernel-mode interrupt among the first 200 events");
+
+    // The recording made on real KVM exits and interrupts replays on krr-emu, exactly.
+    let out = Command::new(krr)
+        .arg("replay")
+        .arg(&trace)
+        .arg("--vmlinux")
+        .arg(dir.join("vmlinux"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["diverged"], false, "{s}");
+    assert_eq!(s["console_match"], true, "{s}");
+    assert_eq!(s["events"], v["events"], "every event consumed: {s}");
 }

@@ -130,6 +130,24 @@ fn replay_is_deterministic_and_checks_inputs() {
     assert!(at >= irq, "reported event {at} is before the changed one {irq}: {err}");
     assert!(err.contains("last events:"), "{err}");
 
+    // A TSC value the kernel read (time goes backwards by a second there): the kernel's timekeeping
+    // takes another path.
+    let tsc =
+        events.iter().enumerate().filter(|(_, e)| matches!(e, Event::Rdtsc { .. })).nth(20).unwrap().0 as u64;
+    let rdtsc = tmp.path().join("rdtsc");
+    perturbed(&trace, &rdtsc, |i, e| {
+        if let (true, Event::Rdtsc { tsc, .. }) = (i == tsc, e) {
+            *tsc = tsc.wrapping_sub(1_000_000_000);
+        }
+    });
+    let out = replay(&rdtsc, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    if let Some(s) = err.split("diverged at event ").nth(1) {
+        let at: u64 = s.split(' ').next().unwrap().parse().unwrap();
+        assert!(at > tsc, "reported event {at}, changed {tsc}: {err}");
+    }
+
     // A byte the kernel read from user memory: the workload's output changes.
     let write = events
         .iter()

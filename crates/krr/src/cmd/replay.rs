@@ -74,9 +74,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             trace.events.len()
         );
     }
-    let (cpu, mem, _meta) = load_snapshot(&trace)?;
+    let (cpu, mem, meta) = load_snapshot(&trace)?;
     let hooks = Hooks::from_vmlinux(&vmlinux)?;
     let mut r = Replayer::new(cpu, mem, hooks, &trace.events);
+    r.check_status_flags(meta.backend == "emu");
     if let Some(n) = args.until {
         r.until(n);
     }
