@@ -6,53 +6,16 @@
 //! The guest comes from `$KRR_GUEST_DIR` or `guest/build.sh --print-dir`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use krr_replay::{load_snapshot, load_trace, Hooks, Replayer};
-use krr_vmm::devices::Echo;
-use krr_vmm::vm::{run, RecordConfig, BASE_CMDLINE};
-use krr_vmm::{Accel, ExitReason, VmConfig};
-
-const WORKLOADS: [&str; 11] = [
-    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
-];
-
-fn guest_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
-        return PathBuf::from(d);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(script).arg("--print-dir").output().expect("run guest/build.sh --print-dir");
-    assert!(out.status.success(), "the guest is not built: run guest/build.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use krr_vmm::bench_support::{guest_dir, workload_config, WORKLOADS};
+use krr_vmm::vm::run;
+use krr_vmm::ExitReason;
 
 fn record(dir: &Path, workload: &str, trace: PathBuf) -> f64 {
-    let cfg = VmConfig {
-        accel: Accel::Emu,
-        vcpus: 1,
-        mem_bytes: 256 << 20,
-        vmlinux: dir.join("vmlinux"),
-        initrd: Some(dir.join("initramfs.cpio")),
-        cmdline: BASE_CMDLINE.into(),
-        echo: Echo::Nothing,
-        timeout: Some(Duration::from_secs(600)),
-        command: vec![format!("/bin/{workload}")],
-        save_snapshot: None,
-        from_snapshot: None,
-        snapshot_on_console: None,
-        record: Some(RecordConfig {
-            dir: trace,
-            ring_bytes: krr_vmm::recorder::DEFAULT_RING_BYTES,
-            from_boot: false,
-            producer: "krr bench".into(),
-            kernel_version: String::new(),
-        }),
-        interrupt: None,
-        profile: false,
-    };
-    let out = run(&cfg).unwrap_or_else(|e| panic!("{workload}: {e}"));
+    let out = run(&workload_config(dir, workload, Some(trace), false))
+        .unwrap_or_else(|e| panic!("{workload}: {e}"));
     assert_eq!(out.reason, ExitReason::Exited(0), "{workload}");
     out.after_init.unwrap().as_secs_f64()
 }

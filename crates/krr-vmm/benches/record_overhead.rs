@@ -10,52 +10,14 @@
 //! The guest comes from `$KRR_GUEST_DIR` or `guest/build.sh --print-dir`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use krr_vmm::devices::Echo;
+use krr_vmm::bench_support::{guest_dir, workload_config, WORKLOADS};
 use krr_vmm::emu::Profile;
-use krr_vmm::vm::{run, RecordConfig, RunOutcome, BASE_CMDLINE};
-use krr_vmm::{Accel, ExitReason, VmConfig};
-
-const WORKLOADS: [&str; 11] = [
-    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
-];
-
-fn guest_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
-        return PathBuf::from(d);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(script).arg("--print-dir").output().expect("run guest/build.sh --print-dir");
-    assert!(out.status.success(), "the guest is not built: run guest/build.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use krr_vmm::vm::{run, RunOutcome};
+use krr_vmm::{ExitReason, VmConfig};
 
 fn config(dir: &Path, workload: &str, record: Option<PathBuf>, profile: bool) -> VmConfig {
-    VmConfig {
-        accel: Accel::Emu,
-        vcpus: 1,
-        mem_bytes: 256 << 20,
-        vmlinux: dir.join("vmlinux"),
-        initrd: Some(dir.join("initramfs.cpio")),
-        cmdline: BASE_CMDLINE.into(),
-        echo: Echo::Nothing,
-        timeout: Some(Duration::from_secs(600)),
-        command: vec![format!("/bin/{workload}")],
-        save_snapshot: None,
-        from_snapshot: None,
-        snapshot_on_console: None,
-        record: record.map(|d| RecordConfig {
-            dir: d,
-            ring_bytes: krr_vmm::recorder::DEFAULT_RING_BYTES,
-            from_boot: false,
-            producer: "krr bench".into(),
-            kernel_version: String::new(),
-        }),
-        interrupt: None,
-        profile,
-    }
+    workload_config(dir, workload, record, profile)
 }
 
 fn once(cfg: &VmConfig) -> RunOutcome {

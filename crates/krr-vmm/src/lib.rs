@@ -7,6 +7,8 @@
 //! - `probe`: what the host's KVM can do (`krr doctor`, `--accel auto`).
 //! - `recorder`: the host half of the split recorder: drains the guest agent's ring into a trace.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod boot;
 pub mod cpuid;
 pub mod devices;

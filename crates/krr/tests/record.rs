@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::guest_dir;
@@ -218,19 +218,33 @@ fn panic_trace_ends_in_panic() {
     assert_eq!(end["reason"], "panic");
 }
 
-#[test]
-fn interrupted_recording_is_sealed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let trace = tmp.path().join("t");
+/// A recording of a workload that never ends, once its first block of events is written.
+fn endless_recording(trace: &Path) -> Child {
     let mut c = krr();
-    c.arg("record").arg("-o").arg(&trace);
+    c.arg("record").arg("-o").arg(trace);
     let mut child = vm_args(&mut c)
         .args(["--", "/bin/sh", "-c", "while :; do /bin/hello >/dev/null; done"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_events(&trace, &mut child);
+    let t0 = Instant::now();
+    loop {
+        let len = std::fs::metadata(trace.join("events")).map(|m| m.len()).unwrap_or(0);
+        if len > 4096 && trace.join("snapshot").exists() {
+            return child;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the recorder ended early");
+        assert!(t0.elapsed() < Duration::from_secs(300), "no events after 300 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn interrupted_recording_is_sealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t");
+    let child = endless_recording(&trace);
     // Ctrl-C, as a terminal would send it.
     let st = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(st.success());
@@ -242,33 +256,11 @@ fn interrupted_recording_is_sealed() {
     assert!(k["syscall"] > 0 && k["end"] == 1, "{k:?}");
 }
 
-/// Wait until the recorder has started and written a first block of events.
-fn wait_for_events(trace: &Path, child: &mut std::process::Child) {
-    let t0 = Instant::now();
-    loop {
-        let len = std::fs::metadata(trace.join("events")).map(|m| m.len()).unwrap_or(0);
-        if len > 4096 && trace.join("snapshot").exists() {
-            return;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the recorder ended early");
-        assert!(t0.elapsed() < Duration::from_secs(300), "no events after 300 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn killed_recorder_leaves_a_readable_trace() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("t");
-    let mut c = krr();
-    c.arg("record").arg("-o").arg(&trace);
-    let mut child = vm_args(&mut c)
-        .args(["--", "/bin/sh", "-c", "while :; do /bin/hello >/dev/null; done"])
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_events(&trace, &mut child);
+    let mut child = endless_recording(&trace);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // The trace is incomplete but every written block reads.
