@@ -23,11 +23,8 @@ enum Command {
     Guest(cmd::guest::GuestArgs),
     /// Report what this host offers: KVM usable for Linux guests? PMU? emulator speed.
     Doctor(cmd::doctor::DoctorArgs),
-    /// Boot a guest, run a workload, record its kernel's inputs into a trace directory.
     Record(cmd::record::RecordArgs),
-    /// Re-execute a recorded kernel in the emulator and verify it.
     Replay(cmd::replay::ReplayArgs),
-    /// Boot a guest and run a workload without recording (the native baseline).
     Run(cmd::run::RunArgs),
     /// Print the events, console lines and statistics of a trace.
     Dump(cmd::dump::DumpArgs),

@@ -9,9 +9,11 @@ use krr_vmm::ExitReason;
 
 use super::run::{parse_size, VmArgs};
 
-/// Boot a Linux guest whose kernel carries the krr agent, run CMD, and record every input the
-/// guest kernel receives (system calls, exceptions, interrupts with their exact position, user
-/// memory it reads, port/MMIO reads, RDTSC, RDMSR, CPUID) into the trace directory DIR.
+/// Boot a guest, run a workload, record its kernel's inputs into a trace directory.
+///
+/// The guest kernel (it must carry the krr agent, as `krr guest build` makes it) logs every input
+/// it receives — system calls, exceptions, interrupts with their exact position, user memory it
+/// reads, port/MMIO reads, RDTSC, RDMSR, CPUID — and krr writes them into the trace directory DIR.
 ///
 /// Recording starts just before the kernel runs /init (or early in boot with --from-boot) with
 /// a snapshot of the whole machine, and ends when the workload exits, the guest kernel panics,

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use krr_replay::{check_kernel, load_snapshot, load_trace, Hooks, Replayer};
 
-/// Re-execute the guest kernel of a trace, instruction by instruction, on krr's emulator, from
-/// the trace's start snapshot, feeding it the recorded inputs and skipping user space; check
-/// every event (kind, port/MSR, registers, positions) and the console against the trace.
+/// Re-execute a recorded kernel in the emulator and verify it.
+///
+/// The guest kernel of the trace runs again, instruction by instruction, on krr's emulator from the
+/// trace's start snapshot, fed the recorded inputs; user space is skipped. Every event (kind,
+/// port/MSR, registers, positions) and the console are checked against the trace.
 ///
 /// Exit status: 0 when the whole trace (or the valid prefix of a damaged one) replayed without
 /// divergence and the console matched; 3 on the first divergence (with a report); 1 on errors

@@ -7,10 +7,11 @@ use std::time::Duration;
 use krr_vmm::devices::Echo;
 use krr_vmm::{Accel, ExitReason, VmConfig};
 
-/// Boot a Linux guest under krr's VMM and run CMD in it; exits with CMD's exit status.
+/// Boot a guest and run a workload without recording (the native baseline).
 ///
-/// Exit status: the workload's own; 124 if --timeout expired; 125 if the guest kernel panicked,
-/// the guest reset without reporting a status, or the backend could not run the guest.
+/// Boots Linux under krr's VMM and runs CMD in it. Exit status: the workload's own; 124 if
+/// --timeout expired; 125 if the guest kernel panicked, the guest reset without reporting a
+/// status, or the backend could not run the guest; 130 if interrupted (Ctrl-C, SIGTERM).
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
