@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, GuestMemory, Platform, PlatformStop, RunExit, SegReg};
-use krr_trace::{Event, EventKind, Regs};
+use krr_trace::{Event, Regs};
 
 use crate::hooks::{Hook, Hooks};
 use crate::load::virt_to_phys;
@@ -779,7 +779,7 @@ impl<'a> Replayer<'a> {
     }
 
     fn divergence(&self, log: &Log<'_>, what: String) -> Box<Divergence> {
-        let index = log.cursor.saturating_sub(0) as u64;
+        let index = log.cursor as u64;
         let from = log.cursor.saturating_sub(20);
         let to = (log.cursor + 1).min(self.events.len());
         Box::new(Divergence {
@@ -808,9 +808,4 @@ fn user_read_code(k: krr_trace::UserReadKind) -> u32 {
         KmapAnon => 5,
         IoUringSq => 6,
     }
-}
-
-/// Kinds the engine consumes at instructions or hooks (everything the agent logs).
-pub fn replayable(kind: EventKind) -> bool {
-    !matches!(kind, EventKind::Dma | EventKind::LockHandoff | EventKind::LockResync)
 }

@@ -647,10 +647,9 @@ fn run_kvm(
         Ok(running) => running.stop(),
         Err(stopped) => stopped,
     };
-    let recorder = recorder
+    let mut recorder = recorder
         .and_then(|r| Arc::try_unwrap(r).ok())
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
-    let mut recorder = recorder;
     if let Some(rec) = recorder.as_mut() {
         let ram = &stopped.ram;
         let _ = rec.drain(&|gpa, buf| ram.read(gpa, buf));

@@ -8,7 +8,7 @@
 pub mod ring;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use krr_trace::{EndReason, Event, SnapshotRef, TraceError, TraceWriter, WriteSummary};
@@ -114,10 +114,6 @@ impl Recorder {
             scratch: Vec::new(),
             records: Vec::new(),
         }
-    }
-
-    pub fn ring(&self) -> RingLocation {
-        self.ring
     }
 
     /// Whether the guest agent has started recording.
@@ -277,11 +273,6 @@ impl Recorder {
             unfinished_inputs: unfinished,
             snapshot_bytes: self.snapshot_bytes,
         })
-    }
-
-    /// The trace directory.
-    pub fn dir(&self) -> &Path {
-        self.writer.dir()
     }
 }
 
