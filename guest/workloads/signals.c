@@ -1,11 +1,15 @@
 /* signals: a SIGSEGV handled by the program (NULL write, recovered with siglongjmp), SIGUSR1 via
  * kill, blocked and pending signals, signalfd, SIGALRM from alarm(), SIGCHLD, a child killed by
- * SIGKILL, a handler on an alternate stack, SA_RESTART/EINTR, sigqueue payload. */
+ * SIGKILL, a handler on an alternate stack, SA_RESTART/EINTR, sigqueue payload; and the thread's
+ * FS/GS bases read back with arch_prctl (the kernel reads the FS_BASE and KERNEL_GS_BASE MSRs,
+ * which the emulator keeps itself: replay checks them against the log). */
 #include "wl.h"
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
+#include <asm/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 static sigjmp_buf jb;
@@ -115,5 +119,11 @@ int main(int argc, char **argv)
     ssize_t r = read(p[0], &c, 1);
     CHECK(r < 0 && errno == EINTR && alrm_seen == 2, "blocking read interrupted with EINTR");
     wl_step("alarm, SIGCHLD, SIGKILL, EINTR ok");
+
+    /* The thread's FS/GS bases (the kernel reads them from MSRs: no FSGSBASE on emu). */
+    unsigned long fs = 0, gs = 1;
+    CHECK(syscall(SYS_arch_prctl, ARCH_GET_FS, &fs) == 0 && fs != 0, "ARCH_GET_FS");
+    CHECK(syscall(SYS_arch_prctl, ARCH_GET_GS, &gs) == 0 && gs == 0, "ARCH_GET_GS");
+    wl_step("FS/GS bases read back ok");
     return wl_end();
 }

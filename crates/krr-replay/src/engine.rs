@@ -639,6 +639,26 @@ impl<'a> Replayer<'a> {
         Ok(())
     }
 
+    /// RDMSR of an MSR the emulator keeps itself (FS/GS bases, EFER, STAR, ...): the instruction
+    /// never reaches the platform, so the hook consumes the event (out of order if an interrupt
+    /// landed first) and the logged value must be the state the replayed CPU holds.
+    fn owned_msr(&self, log: &mut Log<'_>, asked: u32, mine: u64) -> Result<(), Box<Divergence>> {
+        match log.take_for_hook(|e| matches!(e, Event::Rdmsr { msr, .. } if *msr == asked)) {
+            Some((_, _, Event::Rdmsr { value, fault: false, .. })) if value == mine => Ok(()),
+            Some((_, _, Event::Rdmsr { value, fault, .. })) => {
+                let logged = if fault { "#GP".to_string() } else { format!("{value:#x}") };
+                Err(self.divergence(
+                    log,
+                    format!("RDMSR {asked:#x}: the replayed CPU holds {mine:#x}, the log has {logged}"),
+                ))
+            }
+            _ => {
+                let exp = log.expected();
+                Err(self.divergence(log, format!("the agent logged RDMSR {asked:#x}; the log expects {exp}")))
+            }
+        }
+    }
+
     fn arg(&self, i: usize) -> u64 {
         // System V: RDI, RSI, RDX, RCX, R8.
         const ARGS: [usize; 5] = [7, 6, 2, 1, 8];
@@ -655,6 +675,11 @@ impl<'a> Replayer<'a> {
             h,
             Hook::PortIn | Hook::MmioRead | Hook::Rdtsc | Hook::Rdmsr | Hook::Cpuid | Hook::Rdrand
         );
+        if h == Hook::Rdmsr {
+            if let Some(mine) = self.cpu.read_msr(self.arg(0) as u32) {
+                return self.owned_msr(log, self.arg(0) as u32, mine);
+            }
+        }
         if input_hook && log.irq_next() {
             // The interrupt lands before the agent disables interrupts; the instruction that
             // reads the input is checked when it runs.
