@@ -604,9 +604,66 @@ impl<'a> Replayer<'a> {
                 ),
             ));
         }
+        if let Some(after) = self.ambiguous(pos, &regs) {
+            return Err(self.divergence(
+                log,
+                format!(
+                    "ambiguous interrupt point: position {pos}, RIP {:#x} and the same GPRs recur {after} instructions later                      without the position counter moving; replay does not guess which one the interrupt hit",
+                    regs.rip
+                ),
+            ));
+        }
         self.injected = log.take();
         log.pending = Some(vector);
         Ok(())
+    }
+
+    /// Look ahead from a matching interrupt point, on a copy of the machine (memory writes are
+    /// undone, the CPU state restored): if the same RIP and GPRs come back before the position
+    /// counter can move (the next `__sanitizer_cov_trace_pc` call, an input, an agent hook, user
+    /// mode, or `LOOKAHEAD` instructions), the point is ambiguous. Returns how many instructions
+    /// later it recurred.
+    fn ambiguous(&mut self, pos: u64, regs: &Regs) -> Option<u64> {
+        const LOOKAHEAD: u64 = 4096;
+        let saved = krr_vmm::snapshot::encode_cpu(&self.cpu);
+        let start = self.cpu.icount;
+        let hooks = self.hooks.clone();
+        let (rip0, trace_pc) = (regs.rip, hooks.trace_pc);
+        let mut undo = UndoMem { inner: &mut self.mem, log: Vec::new() };
+        let mut found = None;
+        loop {
+            let used = self.cpu.icount - start;
+            if used >= LOOKAHEAD {
+                break;
+            }
+            let mut first = true;
+            let r = self.cpu.run(&mut undo, &mut NoInputs, LOOKAHEAD - used, |c| {
+                if std::mem::take(&mut first) {
+                    return false;
+                }
+                c.rip == rip0 || c.rip == trace_pc || c.cpl() == 3 || hooks.at(c.rip).is_some()
+            });
+            match r {
+                Ok(RunExit::Stopped) if self.cpu.rip == rip0 => {
+                    let at = self.cpu.segment(SegReg::Gs).base.wrapping_add(hooks.krr_pos);
+                    let now = read_u64(undo.inner, self.cpu.cr3, at);
+                    if self.cpu.gpr == regs.gpr && now == Some(pos) {
+                        found = Some(self.cpu.icount - start);
+                        break;
+                    }
+                    if rip0 == trace_pc {
+                        // The callback itself: the next arrival is a later position.
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        undo.undo();
+        let _ = krr_vmm::snapshot::decode_cpu(&mut self.cpu, &saved);
+        self.cpu.icount = start;
+        self.cpu.flush_tlb_all();
+        found
     }
 
     /// Whether the instruction at `rip` is a REP-prefixed string instruction.
@@ -794,6 +851,99 @@ impl<'a> Replayer<'a> {
             instructions: self.cpu.icount - self.start_icount,
             recent: (from..to).map(|i| (i as u64, self.events[i].clone())).collect(),
         })
+    }
+}
+
+fn read_u64(mem: &FlatMemory, cr3: u64, va: u64) -> Option<u64> {
+    let pa = virt_to_phys(mem, cr3, va)?;
+    let mut b = [0u8; 8];
+    mem.read(pa, &mut b).then_some(u64::from_le_bytes(b))
+}
+
+/// Guest memory whose writes can be taken back (the ambiguity look-ahead runs on it).
+struct UndoMem<'m> {
+    inner: &'m mut FlatMemory,
+    /// (address, bytes before the write), oldest first.
+    log: Vec<(u64, Vec<u8>)>,
+}
+
+impl UndoMem<'_> {
+    fn undo(self) {
+        for (gpa, old) in self.log.into_iter().rev() {
+            self.inner.write(gpa, &old);
+        }
+    }
+}
+
+impl GuestMemory for UndoMem<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.inner.read(gpa, buf)
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let mut old = vec![0u8; data.len()];
+        if !self.inner.read(gpa, &mut old) {
+            return false;
+        }
+        self.log.push((gpa, old));
+        self.inner.write(gpa, data)
+    }
+    fn mark_code_page(&mut self, pfn: u64) {
+        self.inner.mark_code_page(pfn)
+    }
+    fn code_epoch(&self) -> u64 {
+        self.inner.code_epoch()
+    }
+    fn code_pages_written_since(&self, epoch: u64, out: &mut Vec<u64>) -> bool {
+        self.inner.code_pages_written_since(epoch, out)
+    }
+}
+
+/// The look-ahead's platform: any input ends it (the position would be decided by the log).
+struct NoInputs;
+
+fn stop<T>() -> Result<T, PlatformStop> {
+    Err(PlatformStop::new("look-ahead reached an input"))
+}
+
+impl Platform for NoInputs {
+    fn io_in(&mut self, _: u16, _: u8) -> Result<u32, PlatformStop> {
+        stop()
+    }
+    fn io_out(&mut self, _: u16, _: u8, _: u32) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn mmio_read(&mut self, _: u64, _: &mut [u8]) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn mmio_write(&mut self, _: u64, _: &[u8]) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn rdtsc(&mut self) -> Result<u64, PlatformStop> {
+        stop()
+    }
+    fn rdmsr(&mut self, _: u32) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn wrmsr(&mut self, _: u32, _: u64) -> Result<bool, PlatformStop> {
+        stop()
+    }
+    fn rdrand(&mut self) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn rdseed(&mut self) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn cpuid(&mut self, _: u32, _: u32) -> Result<CpuidResult, PlatformStop> {
+        stop()
+    }
+    fn hlt(&mut self) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn interrupt_pending(&mut self) -> bool {
+        false
+    }
+    fn acknowledge_interrupt(&mut self) -> Result<Option<u8>, PlatformStop> {
+        Ok(None)
     }
 }
 
