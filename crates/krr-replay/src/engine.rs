@@ -604,9 +604,71 @@ impl<'a> Replayer<'a> {
                 ),
             ));
         }
+        if let Some(after) = self.ambiguous(pos, &regs) {
+            return Err(self.divergence(
+                log,
+                format!(
+                    "ambiguous interrupt point: position {pos}, RIP {:#x} and the same GPRs recur {after} instructions later without the position counter moving; replay does not guess which one the interrupt hit",
+                    regs.rip
+                ),
+            ));
+        }
         self.injected = log.take();
         log.pending = Some(vector);
         Ok(())
+    }
+
+    /// Look ahead from a matching interrupt point, on a copy of the machine (memory writes are
+    /// undone, the CPU state restored): if the same RIP and GPRs come back before the position
+    /// counter can move (the next `__sanitizer_cov_trace_pc` call, an input, an agent hook, user
+    /// mode, or `LOOKAHEAD` instructions), the point is ambiguous. Returns how many instructions
+    /// later it recurred.
+    fn ambiguous(&mut self, pos: u64, regs: &Regs) -> Option<u64> {
+        const LOOKAHEAD: u64 = 4096;
+        let saved = krr_vmm::snapshot::encode_cpu(&self.cpu);
+        let start = self.cpu.icount;
+        let hooks = self.hooks.clone();
+        let (rip0, trace_pc, rflags0) = (regs.rip, hooks.trace_pc, self.cpu.rflags);
+        let mut undo = UndoMem { inner: &mut self.mem, log: Vec::new() };
+        let mut found = None;
+        loop {
+            let used = self.cpu.icount - start;
+            if used >= LOOKAHEAD {
+                break;
+            }
+            let mut first = true;
+            let r = self.cpu.run(&mut undo, &mut NoInputs, LOOKAHEAD - used, |c| {
+                if std::mem::take(&mut first) {
+                    return false;
+                }
+                c.rip == rip0 || c.rip == trace_pc || c.cpl() == 3 || hooks.at(c.rip).is_some()
+            });
+            match r {
+                Ok(RunExit::Stopped) if self.cpu.rip == rip0 => {
+                    let at = self.cpu.segment(SegReg::Gs).base.wrapping_add(hooks.krr_pos);
+                    let now = read_u64(undo.inner, self.cpu.cr3, at);
+                    if self.cpu.gpr == regs.gpr && now == Some(pos) {
+                        // The same machine state again (a loop that waits for the interrupt
+                        // itself): either point gives the same future, so there is nothing
+                        // to choose. Any other difference (flags, memory) is an ambiguity.
+                        if self.cpu.rflags != rflags0 || undo.changed() {
+                            found = Some(self.cpu.icount - start);
+                        }
+                        break;
+                    }
+                    if rip0 == trace_pc {
+                        // The callback itself: the next arrival is a later position.
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        undo.undo();
+        let _ = krr_vmm::snapshot::decode_cpu(&mut self.cpu, &saved);
+        self.cpu.icount = start;
+        self.cpu.flush_tlb_all();
+        found
     }
 
     /// Whether the instruction at `rip` is a REP-prefixed string instruction.
@@ -822,6 +884,114 @@ impl<'a> Replayer<'a> {
     }
 }
 
+fn read_u64(mem: &FlatMemory, cr3: u64, va: u64) -> Option<u64> {
+    let pa = virt_to_phys(mem, cr3, va)?;
+    let mut b = [0u8; 8];
+    mem.read(pa, &mut b).then_some(u64::from_le_bytes(b))
+}
+
+/// Guest memory whose writes can be taken back (the ambiguity look-ahead runs on it).
+struct UndoMem<'m> {
+    inner: &'m mut FlatMemory,
+    /// (address, bytes before the write), oldest first.
+    log: Vec<(u64, Vec<u8>)>,
+}
+
+impl UndoMem<'_> {
+    /// Whether memory differs from before the first write.
+    fn changed(&self) -> bool {
+        // The first write to a byte saved its original value.
+        let mut first = HashMap::new();
+        for (gpa, old) in &self.log {
+            for (i, b) in old.iter().enumerate() {
+                first.entry(gpa + i as u64).or_insert(*b);
+            }
+        }
+        first.into_iter().any(|(gpa, b)| {
+            let mut now = [0u8];
+            self.inner.read(gpa, &mut now) && now[0] != b
+        })
+    }
+
+    fn undo(self) {
+        for (gpa, old) in self.log.into_iter().rev() {
+            self.inner.write(gpa, &old);
+        }
+    }
+}
+
+impl GuestMemory for UndoMem<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.inner.read(gpa, buf)
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let mut old = vec![0u8; data.len()];
+        if !self.inner.read(gpa, &mut old) {
+            return false;
+        }
+        self.log.push((gpa, old));
+        self.inner.write(gpa, data)
+    }
+    fn mark_code_page(&mut self, pfn: u64) {
+        self.inner.mark_code_page(pfn)
+    }
+    fn code_epoch(&self) -> u64 {
+        self.inner.code_epoch()
+    }
+    fn code_pages_written_since(&self, epoch: u64, out: &mut Vec<u64>) -> bool {
+        self.inner.code_pages_written_since(epoch, out)
+    }
+}
+
+/// The look-ahead's platform: any input ends it (the position would be decided by the log).
+struct NoInputs;
+
+fn stop<T>() -> Result<T, PlatformStop> {
+    Err(PlatformStop::new("look-ahead reached an input"))
+}
+
+impl Platform for NoInputs {
+    fn io_in(&mut self, _: u16, _: u8) -> Result<u32, PlatformStop> {
+        stop()
+    }
+    fn io_out(&mut self, _: u16, _: u8, _: u32) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn mmio_read(&mut self, _: u64, _: &mut [u8]) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn mmio_write(&mut self, _: u64, _: &[u8]) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn rdtsc(&mut self) -> Result<u64, PlatformStop> {
+        stop()
+    }
+    fn rdmsr(&mut self, _: u32) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn wrmsr(&mut self, _: u32, _: u64) -> Result<bool, PlatformStop> {
+        stop()
+    }
+    fn rdrand(&mut self) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn rdseed(&mut self) -> Result<Option<u64>, PlatformStop> {
+        stop()
+    }
+    fn cpuid(&mut self, _: u32, _: u32) -> Result<CpuidResult, PlatformStop> {
+        stop()
+    }
+    fn hlt(&mut self) -> Result<(), PlatformStop> {
+        stop()
+    }
+    fn interrupt_pending(&mut self) -> bool {
+        false
+    }
+    fn acknowledge_interrupt(&mut self) -> Result<Option<u8>, PlatformStop> {
+        Ok(None)
+    }
+}
+
 fn user_read_code(k: krr_trace::UserReadKind) -> u32 {
     use krr_trace::UserReadKind::*;
     match k {
@@ -832,5 +1002,86 @@ fn user_read_code(k: krr_trace::UserReadKind) -> u32 {
         Futex => 4,
         KmapAnon => 5,
         IoUringSq => 6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODE: u64 = 0x10000;
+    const DATA: u64 = 0x20000;
+    /// The per-CPU area (GS base); `krr_pos` sits at offset 0 and holds 7.
+    const PERCPU: u64 = 0x30000;
+
+    /// A 64-bit CPU at CPL0 running `code` with identity paging of the first 16 MiB.
+    fn machine(code: &[u8]) -> (Cpu, FlatMemory) {
+        let mut mem = FlatMemory::new(16 << 20);
+        let mut put = |a: u64, v: u64| assert!(mem.write(a, &v.to_le_bytes()));
+        // Accessed and dirty already set, as in a running kernel: the walks write nothing.
+        put(0x1000, 0x2000 | 0x23);
+        put(0x2000, 0x3000 | 0x23);
+        for i in 0..8u64 {
+            put(0x3000 + i * 8, (i << 21) | 0xe3);
+        }
+        put(PERCPU, 7);
+        assert!(mem.write(CODE, code));
+        let mut cpu = Cpu::new_long_mode(0x1000);
+        cpu.rip = CODE;
+        cpu.gpr[4] = 0x8000;
+        cpu.segment_mut(SegReg::Gs).base = PERCPU;
+        (cpu, mem)
+    }
+
+    fn regs_of(cpu: &Cpu) -> Regs {
+        Regs { gpr: cpu.gpr, rip: cpu.rip, rflags: cpu.rflags }
+    }
+
+    /// The look-ahead from an interrupt point at CODE (position 7, the current GPRs).
+    fn lookahead(code: &[u8]) -> (Option<u64>, Replayer<'static>) {
+        let (cpu, mem) = machine(code);
+        let regs = regs_of(&cpu);
+        let mut r = Replayer::new(cpu, mem, Hooks::none(0, 0xdead_0000), &[]);
+        let before = r.digest();
+        let found = r.ambiguous(7, &regs);
+        assert_eq!(r.digest(), before, "the look-ahead leaves the machine as it found it");
+        assert_eq!(r.cpu.rip, CODE);
+        (found, r)
+    }
+
+    #[test]
+    fn a_loop_that_changes_memory_is_ambiguous() {
+        // 1: inc qword [DATA] ; jmp 1b  -- same RIP and GPRs each time round, memory differs.
+        let code = [0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, 0xeb, 0xf6];
+        let (found, r) = lookahead(&code);
+        assert_eq!(found, Some(2));
+        let mut b = [0u8; 8];
+        assert!(r.mem.read(DATA, &mut b));
+        assert_eq!(u64::from_le_bytes(b), 0, "memory writes undone");
+    }
+
+    #[test]
+    fn a_loop_that_changes_nothing_is_not_ambiguous() {
+        // 1: pause ; jmp 1b  -- waits for the interrupt: every point is the same state.
+        let (found, _) = lookahead(&[0xf3, 0x90, 0xeb, 0xfc]);
+        assert_eq!(found, None);
+        // 1: mov qword [DATA], 0 ; jmp 1b  -- writes, but the same value.
+        let code = [0x48, 0xc7, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0xeb, 0xf2];
+        let (found, _) = lookahead(&code);
+        assert_eq!(found, None);
+    }
+
+    #[test]
+    fn straight_line_code_or_a_moving_counter_is_not_ambiguous() {
+        // inc rax ; jmp back: the GPRs never repeat.
+        let (found, _) = lookahead(&[0x48, 0xff, 0xc0, 0xeb, 0xfb]);
+        assert_eq!(found, None);
+        // 1: inc qword gs:[0] (the position counter) ; inc qword [DATA] ; jmp 1b
+        let code = [
+            0x65, 0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00, 0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x02,
+            0x00, 0xeb, 0xed,
+        ];
+        let (found, _) = lookahead(&code);
+        assert_eq!(found, None);
     }
 }

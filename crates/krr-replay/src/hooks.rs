@@ -45,6 +45,8 @@ pub struct Hooks {
     hi: u64,
     /// Offset of `krr_pos` in the per-CPU area (added to the kernel's GS base).
     pub krr_pos: u64,
+    /// The position counter's callback: the only code that moves `krr_pos`.
+    pub trace_pc: u64,
 }
 
 impl Hooks {
@@ -65,7 +67,16 @@ impl Hooks {
         at.sort_unstable_by_key(|h| h.0);
         let krr_pos = find("krr_pos")
             .ok_or_else(|| ReplayError::Kernel(format!("{}: no symbol krr_pos", vmlinux.display())))?;
-        Ok(Hooks { lo: at[0].0, hi: at[at.len() - 1].0, at, krr_pos })
+        let trace_pc = find("__sanitizer_cov_trace_pc").ok_or_else(|| {
+            ReplayError::Kernel(format!("{}: no symbol __sanitizer_cov_trace_pc", vmlinux.display()))
+        })?;
+        Ok(Hooks { lo: at[0].0, hi: at[at.len() - 1].0, at, krr_pos, trace_pc })
+    }
+
+    /// No agent entry points: for tests that run code outside a kernel.
+    #[cfg(test)]
+    pub(crate) fn none(krr_pos: u64, trace_pc: u64) -> Self {
+        Hooks { at: Vec::new(), lo: u64::MAX, hi: 0, krr_pos, trace_pc }
     }
 
     /// The hook whose first instruction is at `rip`.
