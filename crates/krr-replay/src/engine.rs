@@ -28,6 +28,7 @@ use crate::load::virt_to_phys;
 use crate::report::Divergence;
 
 const COM1_THR: u16 = 0x3f8;
+use krr_vmm::recorder::{CTRL_PANIC, PORT_CTRL};
 const PAGE_USER: u64 = 1 << 2;
 /// Offset of `cs` in the kernel's `struct pt_regs`.
 const PT_REGS_CS: u64 = 17 * 8;
@@ -69,6 +70,8 @@ struct Log<'a> {
     /// Events already consumed out of order (a user read or PTE read whose hook was reached
     /// before an interrupt the log puts first): skipped when the cursor gets there.
     pre: std::collections::BTreeSet<usize>,
+    /// The agent's panic hook told the VMM the recording ends here.
+    panicked: bool,
 }
 
 impl Log<'_> {
@@ -222,6 +225,11 @@ impl Platform for Log<'_> {
     fn io_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), PlatformStop> {
         if port == COM1_THR && size == 1 {
             self.console.push(value as u8);
+        }
+        if port == PORT_CTRL && value == CTRL_PANIC {
+            // The recorder stopped the machine at this write: so does replay.
+            self.panicked = true;
+            return Err(PlatformStop::new("the agent's panic hook ended the recording"));
         }
         Ok(())
     }
@@ -384,6 +392,7 @@ impl<'a> Replayer<'a> {
             irq_rip: &irq_rip,
             pending: None,
             pre: std::collections::BTreeSet::new(),
+            panicked: false,
         };
         // The first event is the start: the position counter must agree with the snapshot.
         match log.take() {
@@ -448,6 +457,17 @@ impl<'a> Replayer<'a> {
                     continue;
                 }
                 Ok(RunExit::Stopped) => {}
+                Err(EmuError::Platform(_)) if log.panicked => {
+                    if !matches!(log.peek(), Some(Event::End { .. })) {
+                        let exp = log.expected();
+                        return Err(self.divergence(
+                            &log,
+                            format!("the kernel's panic hook ended the recording; the log expects {exp}"),
+                        ));
+                    }
+                    log.cursor += 1;
+                    break;
+                }
                 Err(EmuError::Platform(_)) => {
                     let msg = log.divergence.take().unwrap_or_else(|| "the platform stopped".into());
                     return Err(self.divergence(&log, msg));
