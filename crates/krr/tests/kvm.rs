@@ -77,7 +77,7 @@ fn kvm_records_the_kernel_from_boot_and_it_replays() {
     let trace = tmp.path().join("kvm-trace");
     let krr = env!("CARGO_BIN_EXE_krr");
     let out = Command::new(krr)
-        .args(["record", "--quiet", "--accel", "kvm", "--from-boot", "--timeout", "120", "-o"])
+        .args(["record", "--quiet", "--accel", "kvm", "--from-boot", "--timeout", "240", "-o"])
         .arg(&trace)
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
@@ -124,7 +124,12 @@ fn kvm_records_the_kernel_from_boot_and_it_replays() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    if out.status.code() != Some(0) {
+        // Each kvm recording is another execution: keep this one for whoever looks into it.
+        let kept = std::env::temp_dir().join(format!("krr-kvm-trace-{}", std::process::id()));
+        let _ = std::fs::rename(&trace, &kept);
+        panic!("replay of the kvm trace (kept at {}) failed: {err}", kept.display());
+    }
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["diverged"], false, "{s}");
     assert_eq!(s["console_match"], true, "{s}");
