@@ -34,9 +34,11 @@ pub const FAMILIES: &[&str] = &[
     "misc",
     "sse",
     "x87",
+    "x87store",
     "exc",
     "forms",
     "ssefp",
+    "ssexm",
 ];
 
 /// Looks up an iced `Code` by its Rust name (`"Add_rm64_r64"`).
@@ -1173,6 +1175,323 @@ fn x87() -> Vec<Case> {
     v
 }
 
+/// 80-bit value from its sign/exponent word and significand.
+fn ext80(se: u16, m: u64) -> [u8; 10] {
+    let mut v = [0u8; 10];
+    v[..8].copy_from_slice(&m.to_le_bytes());
+    v[8..].copy_from_slice(&se.to_le_bytes());
+    v
+}
+
+/// 80-bit value of a double (exact).
+fn ext_of(x: f64) -> [u8; 10] {
+    let b = x.to_bits();
+    let sign = ((b >> 63) as u16) << 15;
+    let (e, f) = (((b >> 52) & 0x7ff) as i32, b & ((1 << 52) - 1));
+    if x == 0.0 {
+        return ext80(sign, 0);
+    }
+    if e == 0 {
+        let lz = f.leading_zeros() as i32;
+        return ext80(sign | (16383 - 1022 - (lz - 11)) as u16, f << lz);
+    }
+    if e == 0x7ff {
+        return ext80(sign | 0x7fff, (1 << 63) | (f << 11));
+    }
+    ext80(sign | (e - 1023 + 16383) as u16, (1 << 63) | (f << 11))
+}
+
+/// Edge values of the x87 stores: rounding ties and carries at single, double and integer
+/// precision, overflow and underflow boundaries (tininess before/after rounding), extended
+/// denormals, pseudo-denormals, unsupported formats, NaNs, infinities, integer limits.
+fn x87store_values() -> Vec<[u8; 10]> {
+    let mut v: Vec<[u8; 10]> = [
+        0.0f64,
+        -0.0,
+        1.0,
+        -1.5,
+        2.5,
+        -2.5,
+        0.5,
+        -0.5,
+        1.5,
+        3.5,
+        0.25,
+        0.75,
+        -0.75,
+        1e-5,
+        -1e-5,
+        0.499_999_999,
+        1e300,
+        -1e300,
+        f64::from(f32::MAX),
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        1e-310,
+        -1e-310,
+        f64::from(f32::MIN_POSITIVE),
+        f64::from(f32::from_bits(1)),
+        1.5 * f64::from(f32::from_bits(1)),
+        1.0 / 3.0,
+        65535.9,
+        32767.0,
+        32767.5,
+        32768.0,
+        -32768.0,
+        -32768.5,
+        -32769.0,
+        2147483647.0,
+        2147483647.5,
+        2147483648.0,
+        -2147483648.0,
+        -2147483648.5,
+        -2147483649.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ]
+    .iter()
+    .map(|&x| ext_of(x))
+    .collect();
+    v.extend([
+        ext80(0x3ffd, 0xaaaa_aaaa_aaaa_aaab),
+        ext80(0xbffd, 0xaaaa_aaaa_aaaa_aaab),
+        ext80(0x3fff, 0x8000_0000_0000_0400),
+        ext80(0x3fff, 0x8000_0000_0000_0c00),
+        ext80(0x3fff, 0x8000_0000_0000_0401),
+        ext80(0xbfff, 0x8000_0000_0000_03ff),
+        ext80(0x3fff, 0x8000_0080_0000_0000),
+        ext80(0xbfff, 0x8000_0180_0000_0000),
+        ext80(0x3fff, 0x8000_0080_0000_0001),
+        ext80(0x3fff, u64::MAX),
+        ext80(0xbfff, u64::MAX),
+        ext80(0x43fe, u64::MAX),
+        ext80(0x43fe, 0xffff_ffff_ffff_f800),
+        ext80(0xc3fe, 0xffff_ffff_ffff_fc00),
+        ext80(0x407e, u64::MAX),
+        ext80(0xc07e, 0xffff_ff80_0000_0000),
+        ext80(0x43ff, 1 << 63),
+        ext80(0xfffe, 1 << 63),
+        ext80(0x407f, 1 << 63),
+        ext80(0x3f80, u64::MAX),
+        ext80(0xbf80, u64::MAX),
+        ext80(0x3f80, 0xffff_ff00_0000_0000),
+        ext80(0x3f80, 0xffff_fe00_0000_0000),
+        ext80(0x3f80, 0xffff_ff80_0000_0000),
+        ext80(0xbf80, 0xffff_ff80_0000_0000),
+        ext80(0x3f6a, 1 << 63),
+        ext80(0x3f69, 1 << 63),
+        ext80(0xbf69, 0xc000_0000_0000_0000),
+        ext80(0x3f60, 1 << 63),
+        ext80(0x3c00, u64::MAX),
+        ext80(0x3c00, 0xffff_ffff_ffff_f800),
+        ext80(0x3c00, 0xffff_ffff_ffff_fc00),
+        ext80(0xbc00, 0xffff_ffff_ffff_fc00),
+        ext80(0x3c00, 0xffff_ffff_ffff_f000),
+        ext80(0x3bcd, 1 << 63),
+        ext80(0x3bcc, 1 << 63),
+        ext80(0xbbcc, 0xc000_0000_0000_0000),
+        ext80(0x0001, 1 << 63),
+        ext80(0x0000, 1),
+        ext80(0x0000, 1 << 63),
+        ext80(0x8000, 0x4000_0000_0000_0000),
+        ext80(0x7fff, 0xc000_0000_0000_0001),
+        ext80(0x7fff, 0x8000_0000_0000_0001),
+        ext80(0xffff, 0xa123_4567_89ab_cdef),
+        ext80(0xffff, 0xc000_0000_0000_0000),
+        ext80(0x7fff, 0x4000_0000_0000_0001),
+        ext80(0x7fff, 0),
+        ext80(0x3fff, 0x4000_0000_0000_0000),
+        ext80(0x3fff, 0),
+        ext80(0x403e, 1 << 63),
+        ext80(0xc03e, 1 << 63),
+        ext80(0xc03e, 0x8000_0000_0000_0001),
+        ext80(0x403d, u64::MAX),
+        ext80(0xc03d, u64::MAX),
+        ext80(0x403d, 0xffff_ffff_ffff_fffe),
+        ext80(0x401d, 0xffff_fffe_0000_0000),
+        ext80(0x400d, 0xffff_0000_0000_0001),
+    ]);
+    let mut rng = Rng::new(0x87);
+    for k in 0..24 {
+        let exp = if k % 2 == 0 { 0x3f00 + rng.below(0x200) } else { 0x3ffe + rng.below(0x42) };
+        let sign = if rng.chance(1, 2) { 0x8000 } else { 0 };
+        v.push(ext80((exp as u16) | sign, rng.next_u64() | (1 << 63)));
+    }
+    v
+}
+
+/// x87 stores (FST/FSTP m32/m64, FSTP m80, FIST/FISTP/FISTTP) of edge values in every rounding
+/// mode; stack underflow of every store form; FLD of SNaNs and denormals.
+fn x87store() -> Vec<Case> {
+    type Store = fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>;
+    let forms: [(&str, Store); 10] = [
+        ("fst32", |a| a.fst(dword_ptr(rbx + 0x10))),
+        ("fstp32", |a| a.fstp(dword_ptr(rbx + 0x10))),
+        ("fst64", |a| a.fst(qword_ptr(rbx + 0x10))),
+        ("fstp80", |a| a.fstp(tword_ptr(rbx + 0x10))),
+        ("fist16", |a| a.fist(word_ptr(rbx + 0x10))),
+        ("fistp32", |a| a.fistp(dword_ptr(rbx + 0x10))),
+        ("fistp64", |a| a.fistp(qword_ptr(rbx + 0x10))),
+        ("fisttp16", |a| a.fisttp(word_ptr(rbx + 0x10))),
+        ("fisttp32", |a| a.fisttp(dword_ptr(rbx + 0x10))),
+        ("fisttp64", |a| a.fisttp(qword_ptr(rbx + 0x10))),
+    ];
+    let mut v = Vec::new();
+    for (vi, val) in x87store_values().iter().enumerate() {
+        for (name, store) in forms {
+            let rcs: &[u16] =
+                if name == "fstp80" || name.starts_with("fisttp") { &[0] } else { &[0, 1, 2, 3] };
+            for &rc in rcs {
+                let mut k = base("x87store", format!("{name}/{vi}/rc{rc}"));
+                k.mem[0x1000..0x100a].copy_from_slice(val);
+                // Precision control single in odd values: it does not apply to stores.
+                let pc: u16 = if vi % 2 == 1 { 0 } else { 0x300 };
+                k.mem[0x1020..0x1022].copy_from_slice(&(0x7f | pc | (rc << 10)).to_le_bytes());
+                k.insns = asm(|a| {
+                    a.fninit()?;
+                    a.fldcw(word_ptr(rbx + 0x20))?;
+                    a.fld(tword_ptr(rbx))?;
+                    store(a)?;
+                    a.fnstsw(word_ptr(rbx + 0x30))
+                });
+                v.push(k);
+            }
+        }
+    }
+    // Unmasked exceptions: the store aborts or completes, FSW.ES/B, #MF at the FWAIT.
+    let unmasks: [(&str, u16); 6] =
+        [("im", 0x3e), ("dm", 0x3d), ("om", 0x37), ("um", 0x2f), ("pm", 0x1f), ("all", 0)];
+    for (vi, val) in x87store_values().iter().enumerate() {
+        for (name, store) in forms {
+            for (mname, masks) in unmasks {
+                for rc in [0u16, 2] {
+                    if rc == 2 && mname != "pm" && mname != "all" {
+                        continue;
+                    }
+                    let mut k = base("x87store", format!("unmasked/{name}/{vi}/{mname}/rc{rc}"));
+                    k.mem[0x1000..0x100a].copy_from_slice(val);
+                    k.mem[0x1020..0x1022].copy_from_slice(&(0x340 | masks | (rc << 10)).to_le_bytes());
+                    k.insns = asm(|a| {
+                        a.fninit()?;
+                        a.fldcw(word_ptr(rbx + 0x20))?;
+                        a.fld(tword_ptr(rbx))?;
+                        store(a)?;
+                        a.fnstsw(word_ptr(rbx + 0x30))?;
+                        a.wait()
+                    });
+                    v.push(k);
+                }
+            }
+        }
+    }
+    // Unmasked stack faults and loads; FLDCW unmasking a flag already set.
+    let mf_cases: [(&str, Store); 5] = [
+        ("overflow", |a| {
+            for _ in 0..9 {
+                a.fld1()?;
+            }
+            Ok(())
+        }),
+        ("underflow-fld-sti", |a| a.fld(st3)),
+        ("underflow-fstp", |a| a.fstp(qword_ptr(rbx + 0x10))),
+        ("fld32-snan", |a| a.fld(dword_ptr(rbx + 0x40))),
+        ("fld64-denormal", |a| a.fld(qword_ptr(rbx + 0x48))),
+    ];
+    for (name, body) in mf_cases {
+        for cw in [0x037eu16, 0x037d, 0x0340] {
+            let mut k = base("x87store", format!("unmasked/{name}/{cw:#x}"));
+            k.mem[0x1020..0x1022].copy_from_slice(&cw.to_le_bytes());
+            k.mem[0x1040..0x1044].copy_from_slice(&0x7f80_0001u32.to_le_bytes());
+            k.mem[0x1048..0x1050].copy_from_slice(&1u64.to_le_bytes());
+            k.insns = asm(|a| {
+                a.fninit()?;
+                a.fldcw(word_ptr(rbx + 0x20))?;
+                body(a)?;
+                a.fnstsw(word_ptr(rbx + 0x30))?;
+                a.wait()
+            });
+            v.push(k);
+        }
+    }
+    let mut k = base("x87store", "unmasked/fldcw-pending".into());
+    k.mem[0x1000..0x100a].copy_from_slice(&ext80(0x3ffd, 0xaaaa_aaaa_aaaa_aaab));
+    k.mem[0x1020..0x1022].copy_from_slice(&0x035fu16.to_le_bytes());
+    k.insns = asm(|a| {
+        a.fninit()?;
+        a.fld(tword_ptr(rbx))?;
+        a.fst(dword_ptr(rbx + 0x10))?;
+        a.fldcw(word_ptr(rbx + 0x20))?;
+        a.fnstsw(word_ptr(rbx + 0x30))?;
+        a.fld1()
+    });
+    v.push(k);
+    let mut k = base("x87store", "unmasked/fnclex-clears".into());
+    k.mem[0x1000..0x100a].copy_from_slice(&ext80(0x3ffd, 0xaaaa_aaaa_aaaa_aaab));
+    k.mem[0x1020..0x1022].copy_from_slice(&0x035fu16.to_le_bytes());
+    k.insns = asm(|a| {
+        a.fninit()?;
+        a.fldcw(word_ptr(rbx + 0x20))?;
+        a.fld(tword_ptr(rbx))?;
+        a.fst(dword_ptr(rbx + 0x10))?;
+        a.fnstsw(word_ptr(rbx + 0x30))?;
+        a.fnclex()?;
+        a.wait()?;
+        a.fld1()
+    });
+    v.push(k);
+    // Stack underflow: every store form, FST/FSTP ST(i), FLD ST(i) of an empty register.
+    for (name, store) in forms {
+        let mut k = base("x87store", format!("underflow/{name}"));
+        k.insns = asm(|a| {
+            a.fninit()?;
+            a.fld1()?;
+            a.ffree(st0)?;
+            store(a)?;
+            a.fnstsw(word_ptr(rbx + 0x30))
+        });
+        v.push(k);
+    }
+    let mut k = base("x87store", "underflow/fst-sti".into());
+    k.insns = asm(|a| {
+        a.fninit()?;
+        a.fld1()?;
+        a.fincstp()?;
+        a.fst(st2)?;
+        a.fstp(st1)?;
+        a.fld(st5)?;
+        a.fnstsw(word_ptr(rbx + 0x30))
+    });
+    v.push(k);
+    // FLD m32/m64 of NaNs, denormals and ordinary values: IE/DE and quieting.
+    let singles =
+        [0x7f80_0001u32, 0xffa0_0000, 0x7fc0_0001, 0x0000_0001, 0x8040_0000, 0x3f80_0000, 0x7f80_0000];
+    for (j, s) in singles.iter().enumerate() {
+        let mut k = base("x87store", format!("fld32/{j}"));
+        k.mem[0x1000..0x1004].copy_from_slice(&s.to_le_bytes());
+        k.insns = asm(|a| {
+            a.fninit()?;
+            a.fld(dword_ptr(rbx))?;
+            a.fstp(tword_ptr(rbx + 0x10))?;
+            a.fnstsw(word_ptr(rbx + 0x30))
+        });
+        v.push(k);
+    }
+    let doubles =
+        [0x7ff0_0000_0000_0001u64, 0xfff4_0000_0000_0000, 0x7ff8_0000_0000_0001, 1, 0x800f_ffff_ffff_ffff];
+    for (j, d) in doubles.iter().enumerate() {
+        let mut k = base("x87store", format!("fld64/{j}"));
+        k.mem[0x1000..0x1008].copy_from_slice(&d.to_le_bytes());
+        k.insns = asm(|a| {
+            a.fninit()?;
+            a.fld(qword_ptr(rbx))?;
+            a.fst(qword_ptr(rbx + 0x10))?;
+            a.fnstsw(word_ptr(rbx + 0x30))
+        });
+        v.push(k);
+    }
+    v
+}
+
 fn exc() -> Vec<Case> {
     let mut v = Vec::new();
     let mut add = |name: &str, insns: Vec<Vec<u8>>, setup: &dyn Fn(&mut Case)| {
@@ -1448,6 +1767,112 @@ fn ssefp() -> Vec<Case> {
     v
 }
 
+/// The `ssefp` forms with exceptions unmasked in MXCSR: one mask bit, all, or a random subset
+/// cleared (sometimes with flags already set), in every rounding mode, with FTZ/DAZ: #XM with
+/// the destination unchanged and the flags the CPU reports, or a normal result.
+fn ssexm() -> Vec<Case> {
+    let mut v = Vec::new();
+    let mut rng = Rng::new(0x19);
+    for (name, ops) in FP_FORMS {
+        let form = gen::Form { code: code(name), ops };
+        let single = name.contains("ps_")
+            || name.contains("ss_")
+            || name.starts_with("Cvtps")
+            || name.starts_with("Cvttps")
+            || name.starts_with("Comiss");
+        for i in 0..36u32 {
+            let mut k = base("ssexm", format!("{name}/{i}"));
+            gen::random_state(&mut rng, &mut k);
+            let masks = match i % 9 {
+                b @ 0..=5 => 0x1f80 & !(0x80 << b),
+                6 => 0,
+                7 => 0x1f80 & (rng.next_u64() as u32),
+                _ => (0x1f80 & !(0x80 << (i % 6))) | 0x3f,
+            };
+            k.mxcsr = masks | (((i / 9) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize];
+            for x in k.xmm.iter_mut() {
+                *x = fp_xmm(&mut rng, single);
+            }
+            for chunk in k.mem.chunks_mut(16) {
+                chunk.copy_from_slice(&fp_xmm(&mut rng, single).to_le_bytes());
+            }
+            let mut insn = gen::random_instruction(&mut rng, &form).unwrap_or_else(|e| panic!("corpus: {e}"));
+            if ops.contains(&gen::K::U8) {
+                *insn.last_mut().unwrap() = (i % 8) as u8;
+            }
+            k.insns = vec![insn];
+            v.push(k);
+        }
+    }
+    // Overflow and underflow with OE/UE (and PE) unmasked: results exact or inexact at the
+    // format's precision with an unbounded exponent, tiny before or only after rounding.
+    let p2 = |e: i32| 2f64.powi(e);
+    let dd: [(&str, f64, f64); 16] = [
+        ("mulsd", p2(1000), p2(1000)),
+        ("mulsd", 1e300, 1e300),
+        ("mulsd", p2(-1000), p2(-50)),
+        ("mulsd", p2(-1000), p2(-100)),
+        ("mulsd", 3.0 * p2(-1074), 0.5),
+        ("mulsd", (1.0 + p2(-52)) * p2(-1022), 1.0 - p2(-53)),
+        ("mulsd", -p2(-1022), 1.0 - p2(-53)),
+        ("divsd", p2(1000), p2(-100)),
+        ("divsd", 1e300, 1e-300),
+        ("divsd", p2(-1000), p2(100)),
+        ("divsd", p2(-1000), 3.0),
+        ("addsd", f64::MAX, f64::MAX),
+        ("addsd", f64::MAX, p2(970)),
+        ("addsd", p2(-1074), 3.0 * p2(-1074)),
+        ("subsd", p2(-1022), p2(-1074)),
+        ("cvtsd2ss", 0.0, 0.0),
+    ];
+    let cvt: [f64; 6] = [p2(200), 1e200, p2(-140), 1e-40, p2(-160), -(1.0 + p2(-30)) * p2(-126)];
+    let singles: [(&str, f32, f32); 5] = [
+        ("mulss", 2f32.powi(100), 2f32.powi(100)),
+        ("mulss", 1e30, 1e30),
+        ("mulss", 2f32.powi(-100), 2f32.powi(-40)),
+        ("divss", 2f32.powi(-100), 3.0),
+        ("addss", f32::MAX, f32::MAX),
+    ];
+    let mut ops: Vec<(&str, u64, u64)> = Vec::new();
+    for (op, a, b) in dd.iter().filter(|t| t.0 != "cvtsd2ss") {
+        ops.push((op, a.to_bits(), b.to_bits()));
+    }
+    for x in cvt {
+        ops.push(("cvtsd2ss", 0, x.to_bits()));
+    }
+    for (op, a, b) in singles {
+        ops.push((op, u64::from(a.to_bits()), u64::from(b.to_bits())));
+    }
+    let unmask: [(&str, u32); 6] =
+        [("om", 0x400), ("um", 0x800), ("om-pm", 0x1400), ("um-pm", 0x1800), ("all", 0x1f80), ("pm", 0x1000)];
+    for (j, (op, a, b)) in ops.iter().enumerate() {
+        for (mname, bits) in unmask {
+            for rc in 0..4u32 {
+                let ftz =
+                    if rc == 0 && mname == "um" { [0u32, 0x8000].as_slice() } else { [0u32].as_slice() };
+                for &f in ftz {
+                    let mut k = base("ssexm", format!("limits/{j}-{op}/{mname}/rc{rc}/ftz{}", f >> 15));
+                    k.mxcsr = (0x1f80 & !bits) | (rc << 13) | f;
+                    k.xmm[0] = u128::from(*a) | (0x5555 << 64);
+                    k.xmm[1] = u128::from(*b) | (0xaaaa << 64);
+                    k.insns = asm(|x| match *op {
+                        "mulsd" => x.mulsd(xmm0, xmm1),
+                        "divsd" => x.divsd(xmm0, xmm1),
+                        "addsd" => x.addsd(xmm0, xmm1),
+                        "subsd" => x.subsd(xmm0, xmm1),
+                        "cvtsd2ss" => x.cvtsd2ss(xmm0, xmm1),
+                        "mulss" => x.mulss(xmm0, xmm1),
+                        "divss" => x.divss(xmm0, xmm1),
+                        _ => x.addss(xmm0, xmm1),
+                    });
+                    v.push(k);
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The hand-written cases of `family`.
 pub fn family(name: &str) -> Vec<Case> {
     match name {
@@ -1466,9 +1891,11 @@ pub fn family(name: &str) -> Vec<Case> {
         "misc" => misc(),
         "sse" => sse(),
         "x87" => x87(),
+        "x87store" => x87store(),
         "exc" => exc(),
         "forms" => forms(),
         "ssefp" => ssefp(),
+        "ssexm" => ssexm(),
         _ => Vec::new(),
     }
 }

@@ -59,6 +59,8 @@ const VALID: u64 = 1 << 63;
 pub(crate) struct Entry {
     d: Decoded,
     handler: Handler,
+    /// `insn::is_plain`: the fetch context survives this instruction.
+    plain: bool,
 }
 
 /// Decoded-instruction cache; direct mapped by physical address so the slots of one physical
@@ -71,7 +73,7 @@ pub(crate) struct DecodeCache {
     /// mode, or 0 when empty; rip = the linear RIP the instruction was decoded at (branch
     /// targets depend on it); entry = 1 + index in `entries` owned by the slot, or 0 if it
     /// never held one.
-    meta: [Option<Box<[[u64; 4]]>>; CACHE_SLOTS / 4096],
+    meta: [Option<Box<[[u64; 4]; 4096]>>; CACHE_SLOTS / 4096],
     /// Decodes, referenced from `meta`.
     entries: Vec<Entry>,
     /// A one-off decode (not cacheable, or the cache is off).
@@ -128,15 +130,13 @@ impl DecodeCache {
     /// at `rip`.
     #[inline(always)]
     fn lookup(&self, idx: usize, tag: u64, rip: u64) -> Option<usize> {
-        match self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)].as_deref()?.get(idx & 0xfff) {
-            Some(&[t, r, e, _]) if t == tag && r == rip => Some(e.wrapping_sub(1) as usize),
-            _ => None,
-        }
+        let [t, r, e, _] = self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)].as_deref()?[idx & 0xfff];
+        (t == tag && r == rip).then_some(e.wrapping_sub(1) as usize)
     }
 
     fn insert(&mut self, idx: usize, tag: u64, rip: u64, e: Entry) -> &Entry {
-        let chunk = self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)]
-            .get_or_insert_with(|| vec![[0; 4]; 4096].into_boxed_slice());
+        let chunk =
+            self.meta[(idx >> 12) & (CACHE_SLOTS / 4096 - 1)].get_or_insert_with(|| Box::new([[0; 4]; 4096]));
         let m = &mut chunk[idx & 0xfff];
         let k = if m[2] == 0 {
             self.entries.push(e);
@@ -190,6 +190,19 @@ pub(crate) struct Ctx<'a> {
     /// Memory may have been written since the code epoch was last compared (only writes
     /// through this context can bump it while the context holds the memory).
     pub(crate) wrote: bool,
+    /// Fetch context kept across plain instructions (`insn::is_plain`) while in 64-bit mode:
+    /// the user bit of the fetch TLB key (bit 63: CPL 3), or [`NO_FETCH_CTX`] when it must be
+    /// recomputed from CS, EFER and CR0 (no fetch TLB key has bit 62 set, so it never matches).
+    fetch_user: u64,
+}
+
+/// `Ctx::fetch_user` when there is no fetch context.
+const NO_FETCH_CTX: u64 = 1 << 62;
+
+impl<'a> Ctx<'a> {
+    fn new(cpu: &'a mut Cpu, mem: &'a mut dyn GuestMemory, plat: &'a mut dyn Platform) -> Self {
+        Ctx { cpu, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true, fetch_user: NO_FETCH_CTX }
+    }
 }
 
 impl Cpu {
@@ -202,7 +215,7 @@ impl Cpu {
         plat: &mut dyn Platform,
     ) -> Result<StepEvent, EmuError> {
         let mut cache = std::mem::take(&mut self.cache);
-        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true };
+        let mut ctx = Ctx::new(self, mem, plat);
         let r = ctx.step(&mut cache);
         self.cache = cache;
         r
@@ -220,7 +233,7 @@ impl Cpu {
     ) -> Result<RunExit, EmuError> {
         let target = self.icount.saturating_add(max_instructions);
         let mut cache = std::mem::take(&mut self.cache);
-        let mut ctx = Ctx { cpu: self, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true };
+        let mut ctx = Ctx::new(self, mem, plat);
         let r = loop {
             if ctx.cpu.icount >= target {
                 break Ok(RunExit::Limit);
@@ -273,6 +286,52 @@ impl Cpu {
 impl Ctx<'_> {
     #[inline(always)]
     pub(crate) fn step(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
+        // Nothing pending, IF, TF and RF clear: a plain instruction needs none of the event,
+        // single-step and resume-flag work of `step_full`.
+        if (self.cpu.pending_db | self.cpu.nmi_pending | self.cpu.halted | self.cpu.interrupt_shadow)
+            || self.cpu.rflags & (flags::IF | flags::TF | flags::RF) != 0
+        {
+            return self.step_full(cache);
+        }
+        if self.wrote {
+            self.wrote = false;
+            let epoch = self.mem.code_epoch();
+            if epoch != cache.epoch {
+                cache.sync(&*self.mem, epoch);
+            }
+        }
+        self.start_rip = self.cpu.rip;
+        let e = match self.fetch(cache) {
+            Ok(e) => e,
+            Err(f) => return self.fault(f),
+        };
+        self.cpu.rip = e.d.next;
+        let plain = e.plain;
+        if !plain {
+            self.fetch_user = NO_FETCH_CTX;
+            self.rep_interrupted = false;
+        }
+        match (e.handler)(self, &e.d) {
+            Ok(()) => {
+                // Only instructions that are not plain can interrupt a REP or set RF.
+                if !plain {
+                    if self.rep_interrupted {
+                        return Ok(StepEvent::Interrupted);
+                    }
+                    if self.cpu.rflags & flags::RF != 0 {
+                        self.cpu.rflags &= !flags::RF;
+                    }
+                }
+                self.cpu.icount += 1;
+                Ok(StepEvent::Retired)
+            }
+            Err(f) => self.fault(f),
+        }
+    }
+
+    /// `step` with pending events, IF, TF or RF to look after.
+    #[inline(always)]
+    fn step_full(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
         if self.wrote {
             self.wrote = false;
             let epoch = self.mem.code_epoch();
@@ -286,6 +345,7 @@ impl Ctx<'_> {
             || self.cpu.rflags & flags::IF != 0
         {
             if let Some(ev) = self.events()? {
+                self.fetch_user = NO_FETCH_CTX;
                 return Ok(ev);
             }
         }
@@ -296,6 +356,9 @@ impl Ctx<'_> {
         };
         self.cpu.rip = e.d.next;
         self.rep_interrupted = false;
+        if !e.plain {
+            self.fetch_user = NO_FETCH_CTX;
+        }
         match (e.handler)(self, &e.d) {
             Ok(()) => {
                 if self.rep_interrupted {
@@ -349,6 +412,7 @@ impl Ctx<'_> {
     #[inline(never)]
     fn fault(&mut self, f: Fault) -> Result<StepEvent, EmuError> {
         self.cpu.rip = self.start_rip;
+        self.fetch_user = NO_FETCH_CTX;
         match f {
             Fault::Exc(e) => {
                 let v = self.raise(*e, EventKind::Fault, self.start_rip)?;
@@ -361,6 +425,23 @@ impl Ctx<'_> {
     /// Fetches the instruction at CS:RIP from the decode cache, decoding on a miss.
     #[inline(always)]
     fn fetch<'c>(&mut self, cache: &'c mut DecodeCache) -> ExResult<&'c Entry> {
+        // In 64-bit mode with the CPL of the last fetch, only the page may have changed.
+        let rip = self.cpu.rip;
+        if self.cpu.tlb.fetch.0 == (rip >> 12) | self.fetch_user {
+            let phys = self.cpu.tlb.fetch.1 | (rip & 0xfff);
+            let tag = VALID | (phys << 2) | Mode::Long64 as u64;
+            let idx = (phys as usize) & (CACHE_SLOTS - 1);
+            if let Some(k) = cache.lookup(idx, tag, rip) {
+                cache.hits += 1;
+                return Ok(&cache.entries[k]);
+            }
+        }
+        self.fetch_slow(cache)
+    }
+
+    /// `fetch` computing the fetch context from CS, EFER and CR0.
+    #[inline(always)]
+    fn fetch_slow<'c>(&mut self, cache: &'c mut DecodeCache) -> ExResult<&'c Entry> {
         let long = self.cpu.efer & crate::cpu::cr::EFER_LMA != 0 && self.cpu.seg[SegReg::Cs as usize].l;
         let rip = self.cpu.rip;
         let lin =
@@ -377,6 +458,9 @@ impl Ctx<'_> {
             p
         };
         let mode = if long { Mode::Long64 } else { self.cpu.mode() };
+        if long {
+            self.fetch_user = u64::from(user) << 63;
+        }
         let tag = VALID | (phys << 2) | mode as u64;
         let idx = (phys as usize) & (CACHE_SLOTS - 1);
         if let Some(k) = cache.lookup(idx, tag, rip) {
@@ -422,7 +506,7 @@ impl Ctx<'_> {
             Some(h) => insn::specialize(&d, h),
             None => insn::unimplemented_handler,
         };
-        let e = Entry { d, handler };
+        let e = Entry { d, handler, plain: insn::is_plain(&d) };
         if cacheable && cache.enabled {
             self.mem.mark_code_page(phys >> 12);
             return Ok(cache.insert(idx, tag, rip, e));

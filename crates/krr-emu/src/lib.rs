@@ -45,9 +45,9 @@
 //!
 //! # Not implemented (stops with `EmuError::Unimplemented`/`Unsupported`, never skipped)
 //!
-//! AVX/AVX-512 and other VEX/EVEX encodings, SSE3+ (PALIGNR, PCMPISTRI, ...), SSE floating
-//! point with an exception MXCSR leaves unmasked (#XM), x87 arithmetic and unmasked x87 stack
-//! faults, MMX forms, XSAVE family, FSGSBASE
+//! AVX/AVX-512 and other VEX/EVEX encodings, SSE3+ (PALIGNR, PCMPISTRI, ...), x87 arithmetic
+//! and the FERR# signalling of x87 exceptions with CR0.NE clear (#XM and #MF themselves are
+//! delivered), MMX forms, XSAVE family, FSGSBASE
 //! instructions, MONITOR/MWAIT, task switches, task and 16-bit interrupt gates, call gates,
 //! virtual-8086 mode, legacy (non-long-mode) paging, hardware
 //! breakpoints (DR7 is stored, never armed).

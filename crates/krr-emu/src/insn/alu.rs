@@ -154,8 +154,8 @@ fn not(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 /// Register-register form of `binop` (SIZE is the operand size, a constant so masks fold).
 fn binop_rr<const OP: u8, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     let size = SIZE;
-    let a = ctx.cpu.gpr[d.r0] & mask(size);
-    let b = ctx.cpu.gpr[d.r1] & mask(size);
+    let a = ctx.cpu.gpr[d.r0 & 15] & mask(size);
+    let b = ctx.cpu.gpr[d.r1 & 15] & mask(size);
     binop_finish::<OP>(ctx, d, a, b, size);
     Ok(())
 }
@@ -163,7 +163,7 @@ fn binop_rr<const OP: u8, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> 
 /// Register-immediate form of `binop`.
 fn binop_ri<const OP: u8, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     let size = SIZE;
-    let a = ctx.cpu.gpr[d.r0] & mask(size);
+    let a = ctx.cpu.gpr[d.r0 & 15] & mask(size);
     let b = d.imm & mask(size);
     binop_finish::<OP>(ctx, d, a, b, size);
     Ok(())
@@ -189,7 +189,7 @@ fn binop_finish<const OP: u8>(ctx: &mut Ctx<'_>, d: &Decoded, a: u64, b: u64, si
 
 fn inc_dec_r<const DEC: bool, const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     let size = SIZE;
-    let a = ctx.cpu.gpr[d.r0] & mask(size);
+    let a = ctx.cpu.gpr[d.r0 & 15] & mask(size);
     let (res, f) = if DEC { sub_flags(a, 1, 0, size) } else { add_flags(a, 1, 0, size) };
     ctx.set_gpr(d.r0, size, res);
     let cf = ctx.cpu.rflags & CF;

@@ -223,8 +223,36 @@ fn jmp64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     Ok(())
 }
 
-/// Fast handlers for 64-bit relative branches (decoded in 64-bit mode, so the CPU is in it).
+/// CALL rel32 in 64-bit mode with the target precomputed: push the return address, jump.
+fn call64(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    if !is_canonical(d.imm) {
+        return Err(Exception::gp(0).into());
+    }
+    let ret = ctx.cpu.rip;
+    ctx.push(ret, 8)?;
+    ctx.cpu.rip = d.imm;
+    Ok(())
+}
+
+/// RET (near, no immediate) in 64-bit mode.
+fn ret64(ctx: &mut Ctx<'_>, _d: &Decoded) -> ExResult {
+    let t = ctx.peek(0, 8)?;
+    if !is_canonical(t) {
+        return Err(Exception::gp(0).into());
+    }
+    ctx.set_sp(ctx.cpu.gpr[4].wrapping_add(8), 8);
+    ctx.cpu.rip = t;
+    Ok(())
+}
+
+/// Fast handlers for 64-bit relative branches, near calls and returns (decoded in 64-bit
+/// mode, so the CPU is in it).
 pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
+    match d.code() {
+        Code::Retnq => return Some(ret64),
+        Code::Call_rel32_64 if d.op_kind(0) == OpKind::NearBranch64 => return Some(call64),
+        _ => {}
+    }
     if d.op_count() != 1 || d.op_kind(0) != OpKind::NearBranch64 {
         return None;
     }

@@ -223,17 +223,48 @@ fn mov_ri(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
 
 /// Fast handlers for register/immediate MOV.
 pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
+    if d.mnemonic() != Mnemonic::Mov || d.op_count() != 2 {
+        return None;
+    }
+    // MOV [m], r32/r64.
+    if d.op_kind(0) == OpKind::Memory && d.op_kind(1) == OpKind::Register {
+        return match super::gpr_info(d.op_register(1)) {
+            (_, 8, false) if d.memory_size().size() == 8 => Some(mov_store as Handler),
+            (_, 4, false) if d.memory_size().size() == 4 => Some(mov_store as Handler),
+            _ => None,
+        };
+    }
     // Segment/control/debug register forms fail the plain-GPR/immediate tests below.
-    if d.mnemonic() != Mnemonic::Mov || !d.op0_plain_gpr() {
+    if !d.op0_plain_gpr() {
         return None;
     }
     if d.op1_plain_gpr() {
         Some(mov_rr)
     } else if d.op1_imm() {
         Some(mov_ri)
+    } else if d.op_kind(1) == OpKind::Memory && d.memory_size().size() == d.size {
+        match d.size {
+            8 => Some(mov_load::<8>),
+            4 => Some(mov_load::<4>),
+            _ => None,
+        }
     } else {
         None
     }
+}
+
+/// MOV r32/r64, [m]: `mov` without the operand-kind dispatch.
+fn mov_load<const SIZE: usize>(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let v = ctx.read_op_mem(d, false)?;
+    ctx.set_gpr(d.r0, SIZE, v);
+    Ok(())
+}
+
+/// MOV [m], r32/r64 (memory operand of the register's size).
+fn mov_store(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
+    let (r, _, _) = super::gpr_info(d.op_register(1));
+    let v = ctx.cpu.gpr[r & 15];
+    ctx.write_op_mem(d, v)
 }
 
 /// MOV to/from segment, control and debug registers are system instructions.

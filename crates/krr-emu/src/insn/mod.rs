@@ -22,6 +22,7 @@ pub(crate) mod stack;
 pub(crate) mod string;
 pub(crate) mod system;
 pub(crate) mod x87;
+pub(crate) mod x87store;
 
 /// Executes one decoded instruction. RIP already points at the next instruction.
 pub(crate) type Handler = fn(&mut Ctx<'_>, &Decoded) -> ExResult;
@@ -145,6 +146,96 @@ impl Ctx<'_> {
     }
 }
 
+/// True if the instruction can neither change what the fetch depends on (CS, CPL, EFER, CR0,
+/// CR3, CR4, the TLB) nor deliver an event when it retires: general-purpose arithmetic, data
+/// movement between GPRs, memory and immediates, near branches, calls and returns. The
+/// executor keeps its fetch context across such instructions (a fault drops it anyway).
+pub(crate) fn is_plain(d: &Decoded) -> bool {
+    use iced_x86::Mnemonic as M;
+    let m = d.mnemonic();
+    let listed = matches!(
+        m,
+        M::Add
+            | M::Or
+            | M::Adc
+            | M::Sbb
+            | M::And
+            | M::Sub
+            | M::Xor
+            | M::Cmp
+            | M::Test
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not
+            | M::Lea
+            | M::Mov
+            | M::Movzx
+            | M::Movsx
+            | M::Movsxd
+            | M::Shl
+            | M::Shr
+            | M::Sar
+            | M::Sal
+            | M::Rol
+            | M::Ror
+            | M::Rcl
+            | M::Rcr
+            | M::Shld
+            | M::Shrd
+            | M::Imul
+            | M::Mul
+            | M::Div
+            | M::Idiv
+            | M::Jmp
+            | M::Call
+            | M::Ret
+            | M::Push
+            | M::Pop
+            | M::Nop
+            | M::Xchg
+            | M::Xadd
+            | M::Cmpxchg
+            | M::Bt
+            | M::Bts
+            | M::Btr
+            | M::Btc
+            | M::Bsf
+            | M::Bsr
+            | M::Bswap
+            | M::Cbw
+            | M::Cwde
+            | M::Cdqe
+            | M::Cwd
+            | M::Cdq
+            | M::Cqo
+            | M::Leave
+    ) || d.condition_code() != iced_x86::ConditionCode::None
+        && !matches!(m, M::Loope | M::Loopne);
+    if !listed
+        || matches!(
+            d.code(),
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
+                | Code::Jmp_ptr1616
+                | Code::Jmp_ptr1632
+                | Code::Call_ptr1616
+                | Code::Call_ptr1632
+        )
+    {
+        return false;
+    }
+    (0..d.op_count()).all(|n| match d.op_kind(n) {
+        OpKind::Register => d.op_register(n).is_gpr(),
+        OpKind::FarBranch16 | OpKind::FarBranch32 => false,
+        _ => true,
+    })
+}
+
 /// The handler of anything `handler_for` does not know: a precise error, never a skip.
 pub(crate) fn unimplemented_handler(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let i: &Instruction = i;
@@ -174,6 +265,7 @@ pub(crate) fn handler_for(code: Code) -> Option<Handler> {
         .or_else(|| ssefp::handler(code, m))
         .or_else(|| ssepacked::handler(code, m))
         .or_else(|| x87::handler(code, m))
+        .or_else(|| x87store::handler(code, m))
 }
 
 /// Mask of the low `size` bytes.
@@ -371,7 +463,7 @@ impl Ctx<'_> {
     }
 
     #[inline(never)]
-    fn read_op_mem(&mut self, i: &Instruction, rmw: bool) -> ExResult<u64> {
+    pub(crate) fn read_op_mem(&mut self, i: &Instruction, rmw: bool) -> ExResult<u64> {
         let size = i.memory_size().size().clamp(1, 8);
         let off = self.ea(i);
         if rmw {
@@ -395,7 +487,7 @@ impl Ctx<'_> {
     }
 
     #[inline(never)]
-    fn write_op_mem(&mut self, i: &Instruction, v: u64) -> ExResult {
+    pub(crate) fn write_op_mem(&mut self, i: &Instruction, v: u64) -> ExResult {
         let size = i.memory_size().size().clamp(1, 8);
         let off = self.ea(i);
         self.write_mem(self.mseg(i), off, size, v)

@@ -6,8 +6,8 @@
 //! first-operand NaN propagation and the default QNaN are applied explicitly), the MXCSR flags
 //! derived exactly (inexactness and error direction through TwoSum and exact integer products),
 //! and then adapted to MXCSR ([`Env`]): rounding mode, DAZ, FTZ, underflow with tininess
-//! detected after rounding (measured on the reference CPU). Unmasked exceptions (#XM) are not
-//! modelled and stop with `EmuError::Unsupported`.
+//! detected after rounding (measured on the reference CPU). An exception MXCSR leaves unmasked
+//! raises #XM (#UD without CR4.OSXMMEXCPT) with the destination unchanged ([`check_xm`]).
 
 use std::cmp::Ordering;
 
@@ -15,8 +15,8 @@ use iced_x86::{Code, Mnemonic};
 
 use super::sse::{check_sse, read_x, xmm_index};
 use super::{Decoded, Handler};
-use crate::cpu::flags;
-use crate::error::{EmuError, ExResult};
+use crate::cpu::{cr, flags};
+use crate::error::{vector, EmuError, ExResult, Exception};
 use crate::exec::Ctx;
 
 const IE: u32 = 1;
@@ -101,7 +101,7 @@ pub(super) fn unsupported(ctx: &Ctx<'_>, what: &'static str) -> crate::error::Fa
 
 /// The MXCSR environment of an SSE floating-point instruction: operands pass through
 /// [`Env::daz`], results rounded to nearest through [`Env::round`]; an exception that MXCSR
-/// leaves unmasked stops with `Unsupported` ([`Env::check_masked`]).
+/// leaves unmasked raises #XM ([`check_xm`]).
 #[derive(Clone, Copy)]
 pub(super) struct Env {
     /// Rounding control: 0 to nearest, 1 down, 2 up, 3 toward zero.
@@ -160,10 +160,17 @@ impl Env {
         let min_normal = f.to_f64(bits(f, 2f64.powi(emin)));
         let rv = f.to_f64(r);
         let neg = rv.is_sign_negative();
+        let ue_masked = self.masked & UE != 0;
         if fl & PE == 0 {
             // MIN/MAX return an operand: no underflow, FTZ does not apply.
-            if f.is_denormal(r) && self.ftz && !matches!(exact, Exact::None) {
-                return Ok((r & f.sign_bit(), fl | UE | PE));
+            if f.is_denormal(r) && !matches!(exact, Exact::None) {
+                if !ue_masked {
+                    // An exact tiny result underflows when UE is unmasked.
+                    return Ok((r, fl | UE));
+                }
+                if self.ftz {
+                    return Ok((r & f.sign_bit(), fl | UE | PE));
+                }
             }
             return Ok((r, fl));
         }
@@ -174,13 +181,22 @@ impl Env {
             2 => Some(!neg),
             _ => Some(false),
         };
+        // An unmasked overflow or underflow reports PE only when the result rounded to p bits
+        // with an unbounded exponent is inexact.
+        let pe_unbounded = |fl: u32| if exact_at(exact, p) { fl & !PE } else { fl | PE };
         if fl & OE != 0 {
             // Overflow to nearest: |v| > MAX. Rounding away gives infinity; toward zero gives
             // MAX, still an overflow when |v| >= 2^(emax+1).
             if away == Some(false) {
                 let max = f.max_finite() | if neg { f.sign_bit() } else { 0 };
                 let over = exact_cmp(exact, 1, emax + 1) != Ordering::Less;
+                if over && self.masked & OE == 0 {
+                    return Ok((max, pe_unbounded(fl)));
+                }
                 return Ok((max, (fl & !OE) | if over { OE } else { 0 }));
+            }
+            if self.masked & OE == 0 {
+                return Ok((r, pe_unbounded(fl)));
             }
             return Ok((r, fl));
         }
@@ -210,6 +226,9 @@ impl Env {
                 Some(false) => exact_cmp(exact, 1, emin) == Ordering::Less,
             };
             if tiny {
+                if !ue_masked {
+                    return Ok((r, pe_unbounded(fl | UE)));
+                }
                 if self.ftz {
                     return Ok((r & f.sign_bit(), fl | UE | PE));
                 }
@@ -219,12 +238,61 @@ impl Env {
         Ok((r, fl))
     }
 
-    /// Only masked exceptions are modelled.
-    pub(super) fn check_masked(&self, fl: u32) -> Result<(), &'static str> {
-        if fl & !self.masked & 0x3f != 0 {
-            return Err("unmasked SSE exception");
+    /// The MXCSR flags an instruction with flags `fl` (the OR of its lanes) reports when it
+    /// raises an unmasked exception, `None` when everything it raised is masked. An unmasked
+    /// pre-computation exception (IE, DE, ZE) in any lane reports the pre-computation flags of
+    /// all lanes only; otherwise every flag is reported.
+    pub(super) fn unmasked(&self, fl: u32) -> Option<u32> {
+        let pre = fl & (IE | DE | ZE);
+        if pre & !self.masked != 0 {
+            return Some(pre);
         }
-        Ok(())
+        (fl & !self.masked & 0x3f != 0).then_some(fl)
+    }
+}
+
+/// Delivers an unmasked SIMD floating-point exception if `fl` raises one: MXCSR gets the
+/// reported flags, the destination stays unchanged, and the fault is #XM (CR4.OSXMMEXCPT) or #UD.
+pub(super) fn check_xm(ctx: &mut Ctx<'_>, env: &Env, fl: u32) -> ExResult {
+    if let Some(f) = env.unmasked(fl) {
+        ctx.cpu.fpu.mxcsr |= f;
+        let v = if ctx.cpu.cr4 & cr::CR4_OSXMMEXCPT != 0 { vector::XM } else { vector::UD };
+        return Err(Exception::new(v).into());
+    }
+    Ok(())
+}
+
+/// Whether the exact value is representable with `p` significant bits (unbounded exponent).
+fn exact_at(exact: Exact, p: i32) -> bool {
+    let fits = |m: u128| m == 0 || (128 - m.leading_zeros() - m.trailing_zeros()) as i32 <= p;
+    match exact {
+        Exact::None | Exact::Sqrt(_) => true,
+        Exact::Prod(x, y) => fits(decompose(x).0 * decompose(y).0),
+        Exact::Quot(x, y) => {
+            let (mx, my) = (decompose(x).0, decompose(y).0);
+            if mx == 0 || my == 0 {
+                return true;
+            }
+            let (ox, oy) = (mx >> mx.trailing_zeros(), my >> my.trailing_zeros());
+            ox % oy == 0 && fits(ox / oy)
+        }
+        Exact::Int(v) => fits(u128::from(v.unsigned_abs())),
+        Exact::Value(x) => fits(decompose(x).0),
+        Exact::Sum(x, y) => {
+            let ((mx, ex), (my, ey)) = (decompose(x), decompose(y));
+            if mx == 0 || my == 0 {
+                return fits(mx.max(my));
+            }
+            let lo = ex.min(ey);
+            if ex.max(ey) - lo > 70 {
+                return false;
+            }
+            let sx = (mx << (ex - lo)) as i128;
+            let sy = (my << (ey - lo)) as i128;
+            let sum =
+                if x.is_sign_negative() { -sx } else { sx } + if y.is_sign_negative() { -sy } else { sy };
+            fits(sum.unsigned_abs())
+        }
     }
 }
 
@@ -479,9 +547,8 @@ fn scalar_arith(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let d = xmm_index(i.op_register(0));
     let a = (ctx.cpu.fpu.xmm[d] & f.mask()) as u64;
     let b = (read_x(ctx, i, 1, false)? & f.mask()) as u64;
-    let (r, fl) = arith_env(&env, f, op, a, b)
-        .and_then(|v| env.check_masked(v.1).map(|()| v))
-        .map_err(|w| unsupported(ctx, w))?;
+    let (r, fl) = arith_env(&env, f, op, a, b).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     ctx.cpu.fpu.xmm[d] = (ctx.cpu.fpu.xmm[d] & !f.mask()) | u128::from(r);
     ctx.cpu.fpu.mxcsr |= fl;
     Ok(())
@@ -509,7 +576,7 @@ fn compare(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         };
         (z, de)
     };
-    env.check_masked(fl).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     ctx.set_status(zpc);
     ctx.cpu.fpu.mxcsr |= fl;
     Ok(())
@@ -637,9 +704,8 @@ fn cvt_int_to_fp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let raw = ctx.read_op(i, 1)?;
     let v: i64 = if wide { raw as i64 } else { i64::from(raw as i32) };
     let f = if i.mnemonic() == Mnemonic::Cvtsi2sd { Fmt::D } else { Fmt::S };
-    let (r, fl) = int_to_fp_env(&env, f, v)
-        .and_then(|v| env.check_masked(v.1).map(|()| v))
-        .map_err(|w| unsupported(ctx, w))?;
+    let (r, fl) = int_to_fp_env(&env, f, v).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     let d = xmm_index(i.op_register(0));
     ctx.cpu.fpu.xmm[d] = (ctx.cpu.fpu.xmm[d] & !f.mask()) | u128::from(r);
     ctx.cpu.fpu.mxcsr |= fl;
@@ -655,7 +721,7 @@ fn cvt_fp_to_int(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let dst = i.op_register(0);
     let (_, size, _) = super::gpr_info(dst);
     let (v, fl) = fp_to_int(f, b, rc, size);
-    env.check_masked(fl).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     ctx.set_reg(dst, v);
     ctx.cpu.fpu.mxcsr |= fl;
     Ok(())
@@ -671,7 +737,8 @@ fn cvt_fp_to_fp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         let b = read_x(ctx, i, 1, false)? as u64;
         (d_to_s_env(&env, b), Fmt::S)
     };
-    let (r, fl) = res.and_then(|v| env.check_masked(v.1).map(|()| v)).map_err(|w| unsupported(ctx, w))?;
+    let (r, fl) = res.map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     ctx.cpu.fpu.xmm[d] = (ctx.cpu.fpu.xmm[d] & !f_out.mask()) | u128::from(r);
     ctx.cpu.fpu.mxcsr |= fl;
     Ok(())
@@ -691,7 +758,8 @@ fn scalar_sqrt_cmp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         let (t, fl) = cmp_pred(f, env.daz(f, a), env.daz(f, b), i.immediate(2) as u8);
         Ok((if t { f.mask() as u64 } else { 0 }, fl))
     };
-    let (r, fl) = res.and_then(|v| env.check_masked(v.1).map(|()| v)).map_err(|w| unsupported(ctx, w))?;
+    let (r, fl) = res.map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     ctx.cpu.fpu.xmm[d] = (ctx.cpu.fpu.xmm[d] & !f.mask()) | u128::from(r);
     ctx.cpu.fpu.mxcsr |= fl;
     Ok(())
@@ -783,7 +851,38 @@ mod tests {
             arith_env(&env(0x7f80), Fmt::D, Op::Mul, d(1e300), d(1e300)),
             Ok((f64::MAX.to_bits(), OE | PE))
         );
-        assert!(env(0x0f80).check_masked(PE).is_err(), "unmasked PE");
+        assert_eq!(env(0x0f80).unmasked(PE), Some(PE), "unmasked PE");
+        assert_eq!(env(0x1f00).unmasked(IE | PE), Some(IE), "unmasked IE: pre-computation flags only");
+        assert_eq!(env(0x1f80).unmasked(IE | PE), None);
+        // Unmasked overflow: PE only when the product is inexact at 53 bits.
+        let e = env(0x1f80 & !(OE << 7));
+        assert_eq!(
+            arith_env(&e, Fmt::D, Op::Mul, d(2f64.powi(1000)), d(2f64.powi(1000))).map(|v| v.1),
+            Ok(OE)
+        );
+        assert_eq!(arith_env(&e, Fmt::D, Op::Mul, d(1e300), d(1e300)).map(|v| v.1), Ok(OE | PE));
+    }
+
+    #[test]
+    fn unmasked_exception_is_xm_or_ud_and_leaves_the_destination() {
+        for (osxmmexcpt, vector) in [(true, 19), (false, 6)] {
+            let mut cpu = long_mode_cpu();
+            if !osxmmexcpt {
+                cpu.cr4 &= !crate::cpu::cr::CR4_OSXMMEXCPT;
+            }
+            let (cpu, _) = run_raw(cpu, |a| {
+                a.mov(dword_ptr(rsp - 8), 0x1f80 & !0x200)?; // ZE unmasked
+                a.ldmxcsr(dword_ptr(rsp - 8))?;
+                a.mov(eax, 1)?;
+                a.cvtsi2sd(xmm0, eax)?;
+                a.xorpd(xmm1, xmm1)?;
+                a.divsd(xmm0, xmm1)?;
+                a.mov(r15, 0xbad_u64)
+            });
+            assert_eq!(cpu.gpr[15], vector, "vector delivered");
+            assert_eq!(cpu.fpu.xmm[0] as u64, 1f64.to_bits(), "destination unchanged");
+            assert_eq!(cpu.fpu.mxcsr, (0x1f80 & !0x200) | ZE, "ZE reported");
+        }
     }
 
     #[test]

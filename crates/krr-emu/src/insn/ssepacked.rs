@@ -3,14 +3,15 @@
 //!
 //! Each lane is computed like the scalar instruction of `ssefp.rs`, in the same MXCSR
 //! environment with the same limits (`ssefp::Env`); the MXCSR flags are the OR of the lanes'
-//! flags (only masked exceptions are modelled, so no lane suppresses another).
+//! flags; an unmasked exception in any lane raises #XM with no lane written (`ssefp::check_xm`).
 //! 128-bit memory operands must be 16-byte aligned (#GP(0)); the m64 forms need no alignment.
 
 use iced_x86::{Code, Mnemonic};
 
 use super::sse::{read_x, xmm_index};
 use super::ssefp::{
-    arith_env, cmp_pred, d_to_s_env, env, fp_to_int, int_to_fp_env, s_to_d, sqrt_env, unsupported, Fmt, Op,
+    arith_env, check_xm, cmp_pred, d_to_s_env, env, fp_to_int, int_to_fp_env, s_to_d, sqrt_env, unsupported,
+    Fmt, Op,
 };
 use super::{Decoded, Handler};
 use crate::error::ExResult;
@@ -67,7 +68,7 @@ fn packed_arith(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         r |= u128::from(v) << (k * w * 8);
         fl |= f2;
     }
-    env.check_masked(fl).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     finish(ctx, d, r, fl);
     Ok(())
 }
@@ -110,7 +111,7 @@ fn packed_cvt(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         r |= u128::from(v) << (k as u32 * w * 8);
         fl |= f2;
     }
-    env.check_masked(fl).map_err(|w| unsupported(ctx, w))?;
+    check_xm(ctx, &env, fl)?;
     finish(ctx, d, r, fl);
     Ok(())
 }

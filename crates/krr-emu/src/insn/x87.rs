@@ -1,7 +1,8 @@
 //! x87 subset: FNINIT, FNSTCW/FLDCW, FNSTSW, FNCLEX, FWAIT, EMMS, FXSAVE/FXRSTOR, and the
-//! data movement the C library uses (FLD m80/m64/ST(i), FILD, FLDZ/FLD1, FSTP m80/ST(i),
-//! FXCH, FFREE, FINCSTP/FDECSTP). No x87 arithmetic; of the stack faults only the masked
-//! overflow of a push is modelled.
+//! data movement the C library uses (FLD m80/m64/m32/ST(i), FILD, FLDZ/FLD1, FXCH, FFREE,
+//! FINCSTP/FDECSTP; the stores are in `x87store.rs`). No x87 arithmetic. Exceptions: masked
+//! responses, and unmasked ones recorded with FSW.ES/B (the instruction does not complete)
+//! and delivered as #MF by the next waiting instruction.
 
 use iced_x86::{Code, Mnemonic, OpKind, Register};
 
@@ -11,42 +12,77 @@ use crate::error::{vector, EmuError, ExResult, Exception};
 use crate::exec::Ctx;
 
 /// #NM when CR0.EM or CR0.TS (x87 instructions).
-fn check_fpu(ctx: &Ctx<'_>) -> ExResult {
+pub(super) fn check_fpu(ctx: &Ctx<'_>) -> ExResult {
     if ctx.cpu.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
         return Err(Exception::new(vector::NM).into());
     }
     Ok(())
 }
 
-fn top(ctx: &Ctx<'_>) -> usize {
+/// FSW exception summary (ES) and busy (B) bits, set with an unmasked exception.
+pub(super) const ES_B: u16 = 0x8080;
+
+/// A pending unmasked x87 exception (FSW.ES) raises #MF before a waiting instruction executes
+/// (CR0.NE; without it the exception is signalled through FERR#, which is not modelled).
+fn check_pending(ctx: &Ctx<'_>) -> ExResult {
+    if ctx.cpu.fpu.fsw & 0x80 != 0 {
+        if ctx.cpu.cr0 & cr::CR0_NE != 0 {
+            return Err(Exception::new(vector::MF).into());
+        }
+        return Err(EmuError::Unsupported {
+            rip: ctx.start_rip,
+            what: "x87 exception with CR0.NE clear (FERR#)",
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `check_fpu` for a waiting x87 instruction: #MF first if an unmasked exception is pending.
+pub(super) fn check_waiting(ctx: &Ctx<'_>) -> ExResult {
+    check_fpu(ctx)?;
+    check_pending(ctx)
+}
+
+/// If one of the exception flags `fl` is unmasked in FCW: records `fl` with ES and B (the
+/// instruction then does not complete; #MF comes at the next waiting instruction) and returns
+/// true.
+pub(super) fn raise_unmasked(ctx: &mut Ctx<'_>, fl: u16) -> bool {
+    if fl & !ctx.cpu.fpu.fcw & 0x3f == 0 {
+        return false;
+    }
+    ctx.cpu.fpu.fsw |= fl | ES_B;
+    true
+}
+
+pub(super) fn top(ctx: &Ctx<'_>) -> usize {
     ctx.cpu.fpu_top()
 }
 
-fn set_top(ctx: &mut Ctx<'_>, t: usize) {
+pub(super) fn set_top(ctx: &mut Ctx<'_>, t: usize) {
     ctx.cpu.fpu.fsw = (ctx.cpu.fpu.fsw & !(7 << 11)) | (((t & 7) as u16) << 11);
 }
 
-fn st_index(r: Register) -> usize {
+pub(super) fn st_index(r: Register) -> usize {
     (r as usize).wrapping_sub(Register::ST0 as usize) & 7
 }
 
 /// The real indefinite (negative QNaN) loaded by the masked invalid-operation response.
-const INDEFINITE: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff];
+pub(super) const INDEFINITE: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff];
 
 /// Pushes an 80-bit value. A push onto a valid register is a stack overflow: IE, SF and C1 are
-/// set and, with IE masked, the real indefinite is pushed instead; an unmasked one (#MF at the
-/// next waiting instruction) is not modelled and stops with `Unsupported`.
+/// set and, with IE masked, the real indefinite is pushed instead; with IE unmasked nothing is
+/// pushed (#MF at the next waiting instruction).
 fn push(ctx: &mut Ctx<'_>, v: [u8; 10]) -> ExResult {
     let t = (top(ctx) + 7) & 7;
     let v = if ctx.cpu.fpu.ftw & (1 << t) != 0 {
-        if ctx.cpu.fpu.fcw & 1 == 0 {
-            return Err(
-                EmuError::Unsupported { rip: ctx.start_rip, what: "unmasked x87 stack overflow" }.into()
-            );
+        if raise_unmasked(ctx, 0x241) {
+            return Ok(());
         }
         ctx.cpu.fpu.fsw |= 0x241; // C1 | SF | IE
         INDEFINITE
     } else {
+        ctx.cpu.fpu.fsw &= !0x200; // C1 = 0
         v
     };
     set_top(ctx, t);
@@ -56,7 +92,7 @@ fn push(ctx: &mut Ctx<'_>, v: [u8; 10]) -> ExResult {
 }
 
 /// Pops ST0, returning it.
-fn pop(ctx: &mut Ctx<'_>) -> [u8; 10] {
+pub(super) fn pop(ctx: &mut Ctx<'_>) -> [u8; 10] {
     let t = top(ctx);
     let v = ctx.cpu.fpu.st[t];
     ctx.cpu.fpu.ftw &= !(1 << t);
@@ -125,8 +161,12 @@ fn fnstcw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn fldcw(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     let v = ctx.read_op(i, 0)? as u16;
+    if ctx.cpu.fpu.fsw & !v & 0x3f != 0 {
+        // A set exception flag becomes unmasked: #MF at the next waiting instruction.
+        ctx.cpu.fpu.fsw |= ES_B;
+    }
     ctx.cpu.fpu.fcw = v | 0x40;
     Ok(())
 }
@@ -152,26 +192,80 @@ fn fwait(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
     if ctx.cpu.cr0 & cr::CR0_TS != 0 && ctx.cpu.cr0 & cr::CR0_MP != 0 {
         return Err(Exception::new(vector::NM).into());
     }
-    // Pending unmasked x87 exceptions (#MF) are not modelled: no arithmetic raises them.
-    Ok(())
+    check_pending(ctx)
 }
 
 /// EMMS empties every register and, on the reference CPU (AMD), also sets TOP to 0.
 fn emms(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     ctx.cpu.fpu.ftw = 0;
     set_top(ctx, 0);
     Ok(())
 }
 
+/// FLD m32fp/m64fp: the extended value and its flags (SNaN quieted with IE, DE for denormals).
+fn load_fp(bits: u64, single: bool) -> ([u8; 10], u16) {
+    let (nan, quiet, denormal) = if single {
+        let b = bits as u32;
+        (b & 0x7fff_ffff > 0x7f80_0000, b & (1 << 22) != 0, b & 0x7f80_0000 == 0 && b & 0x7f_ffff != 0)
+    } else {
+        let e = bits & 0x7ff0_0000_0000_0000;
+        let f = bits & 0x000f_ffff_ffff_ffff;
+        (e == 0x7ff0_0000_0000_0000 && f != 0, bits & (1 << 51) != 0, e == 0 && f != 0)
+    };
+    let as_double = if single {
+        let b = bits as u32;
+        let (e, f) = ((b >> 23) & 0xff, u64::from(b & 0x7f_ffff));
+        if e == 0xff {
+            (u64::from(b >> 31) << 63) | 0x7ff0_0000_0000_0000 | (f << 29)
+        } else {
+            f64::from(f32::from_bits(b)).to_bits()
+        }
+    } else {
+        bits
+    };
+    let mut v = f64_to_ext(as_double);
+    let mut fl = 0;
+    if nan && !quiet {
+        v[7] |= 0x40;
+        fl |= 1;
+    }
+    if denormal {
+        fl |= 2;
+    }
+    (v, fl)
+}
+
 fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     let v = match i.code() {
-        Code::Fld_sti => ctx.cpu.fpu.st[(top(ctx) + st_index(i.op_register(0))) & 7],
+        Code::Fld_sti => {
+            let j = (top(ctx) + st_index(i.op_register(0))) & 7;
+            if ctx.cpu.fpu.ftw & (1 << j) == 0 {
+                // Stack underflow (C1 = 0): the masked response loads the indefinite.
+                if raise_unmasked(ctx, 0x41) {
+                    ctx.cpu.fpu.fsw &= !0x200;
+                    return Ok(());
+                }
+                ctx.cpu.fpu.fsw |= 0x41;
+                INDEFINITE
+            } else {
+                ctx.cpu.fpu.st[j]
+            }
+        }
         Code::Fld1 => int_to_ext(1),
         Code::Fldz => [0; 10],
-        Code::Fld_m64fp => f64_to_ext(ctx.read_op(i, 0)?),
-        Code::Fld_m32fp => f64_to_ext(f64::from(f32::from_bits(ctx.read_op(i, 0)? as u32)).to_bits()),
+        Code::Fld_m64fp | Code::Fld_m32fp => {
+            let single = i.code() == Code::Fld_m32fp;
+            let (v, fl) = load_fp(ctx.read_op(i, 0)?, single);
+            // An unmasked IE (SNaN) aborts the load; an unmasked DE does not (measured).
+            if fl & 1 != 0 && raise_unmasked(ctx, fl) {
+                return Ok(());
+            }
+            let es_b = if fl & !ctx.cpu.fpu.fcw & 0x3f != 0 { ES_B } else { 0 };
+            ctx.cpu.fpu.fsw |= fl | es_b;
+            v
+        }
         Code::Fild_m16int => int_to_ext(i64::from(ctx.read_op(i, 0)? as i16)),
         Code::Fild_m32int => int_to_ext(i64::from(ctx.read_op(i, 0)? as i32)),
         Code::Fild_m64int => int_to_ext(ctx.read_op(i, 0)? as i64),
@@ -186,28 +280,8 @@ fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     push(ctx, v)
 }
 
-fn fstp(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
-    let t = top(ctx);
-    let v = ctx.cpu.fpu.st[t];
-    let popping = i.mnemonic() == Mnemonic::Fstp;
-    if i.op_kind(0) == OpKind::Register {
-        let d = (t + st_index(i.op_register(0))) & 7;
-        ctx.cpu.fpu.st[d] = v;
-        ctx.cpu.fpu.ftw |= 1 << d;
-    } else {
-        let ea = ctx.ea(i);
-        let seg = ctx.mseg(i);
-        ctx.write_bytes(seg, ea, &v)?;
-    }
-    if popping {
-        pop(ctx);
-    }
-    Ok(())
-}
-
 fn fxch(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     let t = top(ctx);
     let j = (t + st_index(i.op_register(1))) & 7;
     ctx.cpu.fpu.st.swap(t, j);
@@ -215,7 +289,7 @@ fn fxch(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn ffree(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     let j = (top(ctx) + st_index(i.op_register(0))) & 7;
     ctx.cpu.fpu.ftw &= !(1 << j);
     if i.mnemonic() == Mnemonic::Ffreep {
@@ -225,7 +299,7 @@ fn ffree(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn fincdec(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_fpu(ctx)?;
+    check_waiting(ctx)?;
     let t = top(ctx);
     set_top(ctx, if i.mnemonic() == Mnemonic::Fincstp { t + 1 } else { t + 7 });
     Ok(())
@@ -262,7 +336,7 @@ fn fxrstor(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 /// Dispatch for this family.
-pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
+pub(crate) fn handler(_code: Code, m: Mnemonic) -> Option<Handler> {
     use Mnemonic as M;
     Some(match m {
         M::Fninit => fninit,
@@ -273,7 +347,6 @@ pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
         M::Wait => fwait,
         M::Emms => emms,
         M::Fld | M::Fild | M::Fld1 | M::Fldz => fld,
-        M::Fstp | M::Fst if matches!(code, Code::Fstp_m80fp | Code::Fstp_sti | Code::Fst_sti) => fstp,
         M::Fxch => fxch,
         M::Ffree | M::Ffreep => ffree,
         M::Fincstp | M::Fdecstp => fincdec,
