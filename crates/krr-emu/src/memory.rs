@@ -70,6 +70,27 @@ impl fmt::Debug for MemorySnapshot {
     }
 }
 
+impl MemorySnapshot {
+    /// Pages of RAM (allocated or not).
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Allocated pages of `self` that `other` does not share: what keeping `self` costs beyond
+    /// `other` (its page table aside).
+    pub fn pages_not_shared_with(&self, other: &MemorySnapshot) -> usize {
+        self.pages
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| match (p, other.pages.get(*i)) {
+                (Some(a), Some(Some(b))) => !Arc::ptr_eq(a, b),
+                (Some(_), _) => true,
+                (None, _) => false,
+            })
+            .count()
+    }
+}
+
 impl FlatMemory {
     /// RAM of `size` bytes (rounded up to whole pages), all zero.
     pub fn new(size: u64) -> Self {
@@ -239,9 +260,13 @@ mod tests {
         m.write(0x10, &[0xbb]);
         m.write(0x1010, &[0xcc]);
         assert_eq!(m.dump(0x10, 1).unwrap(), vec![0xbb]);
+        assert_eq!(m.snapshot().pages_not_shared_with(&snap), 2, "one copied, one new");
+        assert_eq!(snap.pages_not_shared_with(&m.snapshot()), 1);
         m.restore(&snap);
         assert_eq!(m.dump(0x10, 1).unwrap(), vec![0xaa]);
         assert_eq!(m.dump(0x1010, 1).unwrap(), vec![0]);
+        assert_eq!(m.snapshot().pages_not_shared_with(&snap), 0);
+        assert_eq!(snap.pages(), 2);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, GuestMemory, Platform, PlatformStop, RunExit, SegReg};
 use krr_trace::{Event, Regs};
@@ -26,6 +27,9 @@ use krr_trace::{Event, Regs};
 use crate::hooks::{Hook, Hooks};
 use crate::load::virt_to_phys;
 use crate::report::Divergence;
+
+mod session;
+pub use session::{Checkpoint, Session, Stop, Watch};
 
 const COM1_THR: u16 = 0x3f8;
 use krr_vmm::recorder::{CTRL_PANIC, PORT_CTRL};
@@ -64,7 +68,7 @@ struct Log<'a> {
     /// Set when an input did not match the log; the run stops and reports it.
     divergence: Option<String>,
     /// RIP of the kernel-mode interrupt the log expects next (0: none): the run loop stops there.
-    irq_rip: &'a Cell<u64>,
+    irq_rip: Rc<Cell<u64>>,
     /// An interrupt vector to deliver at the next instruction boundary.
     pending: Option<u8>,
     /// Events already consumed out of order (a user read or PTE read whose hook was reached
@@ -74,7 +78,21 @@ struct Log<'a> {
     panicked: bool,
 }
 
-impl Log<'_> {
+impl<'a> Log<'a> {
+    fn new(events: &'a [Event], irq_rip: Rc<Cell<u64>>) -> Self {
+        Log {
+            events,
+            cursor: 0,
+            seq: 0,
+            console: Vec::new(),
+            divergence: None,
+            irq_rip,
+            pending: None,
+            pre: std::collections::BTreeSet::new(),
+            panicked: false,
+        }
+    }
+
     /// Skip console markers; the next event that is an input.
     fn peek(&mut self) -> Option<&Event> {
         loop {
@@ -312,7 +330,7 @@ impl Platform for Log<'_> {
 }
 
 /// A user-memory read whose slot the agent reserved, waiting for `krr_ur_end`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OpenRead {
     kind: u32,
     addr: u64,
@@ -382,35 +400,9 @@ impl<'a> Replayer<'a> {
 
     /// Run to the end of the log. `progress` is called now and then with (events, instructions).
     pub fn run(&mut self, mut progress: impl FnMut(u64, u64)) -> Result<Outcome, Box<Divergence>> {
-        let irq_rip = Cell::new(0u64);
-        let mut log = Log {
-            events: self.events,
-            cursor: 0,
-            seq: 0,
-            console: Vec::new(),
-            divergence: None,
-            irq_rip: &irq_rip,
-            pending: None,
-            pre: std::collections::BTreeSet::new(),
-            panicked: false,
-        };
-        // The first event is the start: the position counter must agree with the snapshot.
-        match log.take() {
-            Some(Event::Start { pos, .. }) => {
-                let now = self.krr_pos();
-                if now != pos {
-                    return Err(self.divergence(
-                        &log,
-                        format!("the snapshot's krr_pos is {now}, the start event says {pos}"),
-                    ));
-                }
-            }
-            other => {
-                let got = other.as_ref().map_or("nothing".into(), describe);
-                return Err(self.divergence(&log, format!("the trace starts with {got}, not a start event")));
-            }
-        }
-        log.update_irq();
+        let irq_rip = Rc::new(Cell::new(0u64));
+        let mut log = Log::new(self.events, irq_rip.clone());
+        self.start(&mut log)?;
         // Step over the instruction the run loop stopped at (a hook, an interrupt point).
         let mut skip = false;
         let hooks = self.hooks.clone();
@@ -434,57 +426,12 @@ impl<'a> Replayer<'a> {
             if slices % 16 == 0 {
                 progress(log.cursor as u64, self.cpu.icount - self.start_icount);
             }
-            if let Some(msg) = log.divergence.take() {
-                return Err(self.divergence(&log, msg));
-            }
-            match r {
-                Ok(RunExit::Limit) => continue,
-                Ok(RunExit::Halted) => {
-                    // Idle: the next event must be the interrupt that woke the CPU here.
-                    match log.peek().cloned() {
-                        Some(Event::Interrupt { vector, regs, .. }) if regs.rip == self.cpu.rip => {
-                            self.check_regs(&log, &regs, "the interrupt that ended HLT")?;
-                            self.injected = log.take();
-                            log.pending = Some(vector);
-                        }
-                        _ => {
-                            let exp = log.expected();
-                            return Err(
-                                self.divergence(&log, format!("the kernel halted; the log expects {exp}"))
-                            );
-                        }
-                    }
-                    continue;
-                }
-                Ok(RunExit::Stopped) => {}
-                Err(EmuError::Platform(_)) if log.panicked => {
-                    if !matches!(log.peek(), Some(Event::End { .. })) {
-                        let exp = log.expected();
-                        return Err(self.divergence(
-                            &log,
-                            format!("the kernel's panic hook ended the recording; the log expects {exp}"),
-                        ));
-                    }
-                    log.cursor += 1;
-                    break;
-                }
-                Err(EmuError::Platform(_)) => {
-                    let msg = log.divergence.take().unwrap_or_else(|| "the platform stopped".into());
-                    return Err(self.divergence(&log, msg));
-                }
-                Err(e) => return Err(self.divergence(&log, format!("the emulator stopped: {e}"))),
+            match self.after_run(r, &mut log)? {
+                RunExit::Limit | RunExit::Halted => continue,
+                RunExit::Stopped => {}
             }
             skip = true;
-            if self.cpu.cpl() == 3 {
-                self.enter_from_user(&mut log)?;
-                continue;
-            }
-            if self.cpu.rip == irq_rip.get() {
-                self.at_interrupt_point(&mut log)?;
-            }
-            if let Some(h) = self.hooks.at(self.cpu.rip) {
-                self.hook(h, &mut log)?;
-            }
+            self.boundary(&mut log)?;
         }
         progress(log.cursor as u64, self.cpu.icount - self.start_icount);
         Ok(Outcome {
@@ -493,6 +440,89 @@ impl<'a> Replayer<'a> {
             console: std::mem::take(&mut log.console),
             digest: self.digest(),
         })
+    }
+
+    /// Consume the start event: the position counter must agree with the snapshot.
+    fn start(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        match log.take() {
+            Some(Event::Start { pos, .. }) => {
+                let now = self.krr_pos();
+                if now != pos {
+                    return Err(self.divergence(
+                        log,
+                        format!("the snapshot's krr_pos is {now}, the start event says {pos}"),
+                    ));
+                }
+            }
+            other => {
+                let got = other.as_ref().map_or("nothing".into(), describe);
+                return Err(self.divergence(log, format!("the trace starts with {got}, not a start event")));
+            }
+        }
+        log.update_irq();
+        Ok(())
+    }
+
+    /// After `Cpu::run` returned: report a divergence or an emulator error; on HLT, deliver the
+    /// interrupt the log says woke the CPU. `Stopped` means the loop stopped at a boundary
+    /// [`Replayer::boundary`] must handle.
+    fn after_run(
+        &mut self,
+        r: Result<RunExit, EmuError>,
+        log: &mut Log<'_>,
+    ) -> Result<RunExit, Box<Divergence>> {
+        if let Some(msg) = log.divergence.take() {
+            return Err(self.divergence(log, msg));
+        }
+        match r {
+            Ok(RunExit::Halted) => {
+                // Idle: the next event must be the interrupt that woke the CPU here.
+                match log.peek().cloned() {
+                    Some(Event::Interrupt { vector, regs, .. }) if regs.rip == self.cpu.rip => {
+                        self.check_regs(log, &regs, "the interrupt that ended HLT")?;
+                        self.injected = log.take();
+                        log.pending = Some(vector);
+                    }
+                    _ => {
+                        let exp = log.expected();
+                        return Err(self.divergence(log, format!("the kernel halted; the log expects {exp}")));
+                    }
+                }
+                Ok(RunExit::Halted)
+            }
+            Ok(exit) => Ok(exit),
+            Err(EmuError::Platform(_)) if log.panicked => {
+                // The recorder stopped the machine here; the log must end here too (the run
+                // loop takes the end event next).
+                if !matches!(log.peek(), Some(Event::End { .. })) {
+                    let exp = log.expected();
+                    return Err(self.divergence(
+                        log,
+                        format!("the kernel's panic hook ended the recording; the log expects {exp}"),
+                    ));
+                }
+                Ok(RunExit::Limit)
+            }
+            Err(EmuError::Platform(_)) => {
+                let msg = log.divergence.take().unwrap_or_else(|| "the platform stopped".into());
+                Err(self.divergence(log, msg))
+            }
+            Err(e) => Err(self.divergence(log, format!("the emulator stopped: {e}"))),
+        }
+    }
+
+    /// The run loop stopped at user mode, an interrupt point or a hook: do the replay side.
+    fn boundary(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        if self.cpu.cpl() == 3 {
+            return self.enter_from_user(log);
+        }
+        if self.cpu.rip == log.irq_rip.get() {
+            self.at_interrupt_point(log)?;
+        }
+        if let Some(h) = self.hooks.at(self.cpu.rip) {
+            self.hook(h, log)?;
+        }
+        Ok(())
     }
 
     /// CRC-32 over the GPRs, RIP, RFLAGS, CR3 and every page of RAM.

@@ -15,7 +15,7 @@ pub mod report;
 
 use std::path::PathBuf;
 
-pub use engine::{Outcome, Replayer};
+pub use engine::{Checkpoint, Outcome, Replayer, Session, Stop, Watch};
 pub use hooks::Hooks;
 pub use load::{check_kernel, load_snapshot, load_trace, Trace};
 pub use report::Divergence;

@@ -30,6 +30,8 @@ enum Command {
     Dump(cmd::dump::DumpArgs),
     /// Report which instructions of a vmlinux or ELF program krr-emu implements.
     EmuCoverage(cmd::emu_coverage::EmuCoverageArgs),
+    /// Print a gdb script defining `when`, `checkpoint`, `restart` for `krr replay --gdb`.
+    Gdbinit(cmd::gdb::GdbinitArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Dump(args) => cmd::dump::run(args),
         Command::EmuCoverage(args) => cmd::emu_coverage::run(args),
+        Command::Gdbinit(args) => cmd::gdb::gdbinit(args),
     };
     match result {
         Ok(code) => code,

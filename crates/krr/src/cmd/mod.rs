@@ -3,6 +3,7 @@
 pub mod doctor;
 pub mod dump;
 pub mod emu_coverage;
+pub mod gdb;
 pub mod guest;
 pub mod record;
 pub mod replay;

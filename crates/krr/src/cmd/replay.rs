@@ -30,6 +30,11 @@ pub struct ReplayArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Serve GDB instead of replaying straight through: wait on ADDR (`HOST:PORT`, `:PORT`, or
+    /// a Unix socket path) before the first instruction, then replay as GDB asks, forwards and in
+    /// reverse (docs/gdb.md).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["until", "json"])]
+    pub gdb: Option<String>,
 }
 
 /// The first byte where the replayed console and the trace's differ (`whole`: they must also
@@ -80,6 +85,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let hooks = Hooks::from_vmlinux(&vmlinux)?;
     let mut r = Replayer::new(cpu, mem, hooks, &trace.events);
     r.check_status_flags(meta.backend == "emu");
+    if let Some(addr) = &args.gdb {
+        return super::gdb::serve(r, &trace, &vmlinux, addr);
+    }
     if let Some(n) = args.until {
         r.until(n);
     }

@@ -1,0 +1,283 @@
+//! `krr replay --gdb` end to end: a trace recorded on the `emu` backend, served to the real gdb
+//! in batch mode. Breakpoints and backtraces, stepi and reverse-stepi over the same PCs,
+//! reverse-continue to the previous hit, a watchpoint found backwards with its old and new
+//! values, the kernel's own gdb scripts, `krr gdbinit`'s commands, and determinism. These
+//! tests fail, not skip, when the guest or gdb is missing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::guest_dir;
+
+fn krr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_krr"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One recording of /bin/forkexec for all the tests here.
+fn trace() -> PathBuf {
+    static TRACE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    TRACE
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = guest_dir();
+            let out = krr()
+                .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
+                .arg(tmp.path().join("t"))
+                .arg("--kernel")
+                .arg(dir.join("vmlinux"))
+                .arg("--initrd")
+                .arg(dir.join("initramfs.cpio"))
+                .arg("--")
+                .arg("/bin/forkexec")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "record: {}", text(&out.stderr));
+            tmp
+        })
+        .path()
+        .join("t")
+}
+
+/// Serve the trace on a Unix socket, run `script` in `gdb -batch` against it; gdb's stdout.
+fn gdb(script: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("gdb.sock");
+    let vmlinux = guest_dir().join("vmlinux");
+    let server = krr()
+        .arg("replay")
+        .arg(trace())
+        .arg("--vmlinux")
+        .arg(&vmlinux)
+        .arg("--gdb")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let file = tmp.path().join("script.gdb");
+    let full = format!(
+        "set pagination off\nset confirm off\nset width 0\ntarget remote {}\n{script}\n",
+        sock.display()
+    );
+    std::fs::write(&file, full).unwrap();
+    // gdb prints `monitor` output on stderr: one file for both keeps the order.
+    let log = tmp.path().join("gdb.out");
+    let f = std::fs::File::create(&log).unwrap();
+    let status = Command::new("gdb")
+        .args(["-batch", "-nx", "-iex", "set auto-load no", "-x"])
+        .arg(&file)
+        .arg(&vmlinux)
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .expect("run gdb");
+    let srv = server.wait_with_output().unwrap();
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "gdb: {stdout}");
+    assert_eq!(srv.status.code(), Some(0), "server: {}", text(&srv.stderr));
+    assert!(
+        text(&srv.stderr).contains(&format!(
+            "gdb {} -ex 'target remote {}'",
+            vmlinux.display(),
+            sock.display()
+        )),
+        "the server prints the command to paste: {}",
+        text(&srv.stderr)
+    );
+    stdout
+}
+
+/// The `monitor when` lines, in order.
+fn whens(out: &str) -> Vec<String> {
+    out.lines().filter(|l| l.starts_with("event ")).map(str::to_owned).collect()
+}
+
+/// Values of lines `TAG value`, in order.
+fn tagged(out: &str, tag: &str) -> Vec<String> {
+    out.lines().filter_map(|l| l.strip_prefix(tag)).map(|v| v.trim().to_owned()).collect()
+}
+
+fn symbol(name: &str) -> u64 {
+    let map = std::fs::read_to_string(guest_dir().join("System.map")).unwrap();
+    let line = map.lines().find(|l| l.ends_with(&format!(" {name}"))).unwrap();
+    u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap()
+}
+
+#[test]
+fn breakpoint_in_a_syscall_handler_with_its_call_chain() {
+    let out = gdb("break __x64_sys_getpid\ncontinue\nbt\ninfo registers rip\nmonitor when");
+    assert!(out.contains("Breakpoint 1, "), "{out}");
+    let bt: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(bt.iter().any(|l| l.contains("do_syscall_64")), "{out}");
+    assert!(bt.iter().any(|l| l.contains("entry_SYSCALL_64")), "{out}");
+    let rip = out.lines().find(|l| l.starts_with("rip ")).unwrap();
+    let want = format!("{:#x}", symbol("__x64_sys_getpid"));
+    assert_eq!(rip.split_whitespace().nth(1), Some(want.as_str()), "{out}");
+    assert!(whens(&out)[0].ends_with(&format!("rip {want}")), "{out}");
+}
+
+#[test]
+fn reverse_stepi_retraces_stepi() {
+    let script = r#"break __x64_sys_getpid
+continue
+printf "P %lx\n", $pc
+set $i = 0
+while $i < 20
+  stepi
+  printf "F %lx\n", $pc
+  set $i = $i + 1
+end
+set $i = 0
+while $i < 20
+  reverse-stepi
+  printf "R %lx\n", $pc
+  set $i = $i + 1
+end
+set $i = 0
+while $i < 20
+  stepi
+  printf "G %lx\n", $pc
+  set $i = $i + 1
+end
+"#;
+    let out = gdb(script);
+    let (p, f, r, g) = (tagged(&out, "P "), tagged(&out, "F "), tagged(&out, "R "), tagged(&out, "G "));
+    assert_eq!((p.len(), f.len(), r.len(), g.len()), (1, 20, 20, 20), "{out}");
+    // Backwards: the PCs before each forward step, latest first.
+    let mut before: Vec<String> = p.iter().chain(&f[..19]).cloned().collect();
+    before.reverse();
+    assert_eq!(r, before, "{out}");
+    assert_eq!(g, f, "{out}");
+    assert!(f.iter().collect::<std::collections::BTreeSet<_>>().len() > 5, "the steps moved: {f:?}");
+}
+
+const THREE_HITS: &str = "break kernel_clone
+continue
+monitor when
+continue
+monitor when
+continue
+monitor when
+reverse-continue
+monitor when
+reverse-continue
+monitor when
+reverse-continue
+monitor when
+";
+
+#[test]
+fn reverse_continue_stops_at_the_previous_hit() {
+    let out = gdb(THREE_HITS);
+    let w = whens(&out);
+    assert_eq!(w.len(), 6, "{out}");
+    assert!(w[0] != w[1] && w[1] != w[2], "three different hits: {w:?}");
+    assert_eq!(w[3], w[1], "back from the third hit to the second: {out}");
+    assert_eq!(w[4], w[0], "then to the first: {out}");
+    assert!(out.contains("No more reverse-execution history."), "{out}");
+    assert!(w[5].contains(", step 0, "), "no hit before the first: back at the start: {out}");
+    assert!(out.matches("Breakpoint 1, kernel_clone").count() >= 5, "{out}");
+}
+
+#[test]
+fn watchpoint_found_backwards_with_old_and_new_values() {
+    let script = "break kernel_clone
+continue
+continue
+printf \"V %d\\n\", total_forks
+delete
+watch -l total_forks
+reverse-continue
+printf \"B %d\\n\", total_forks
+monitor when
+continue
+printf \"A %d\\n\", total_forks
+monitor when
+";
+    let out = gdb(script);
+    let v: i64 = tagged(&out, "V ")[0].parse().unwrap();
+    assert!(out.contains("Hardware watchpoint 2: -location total_forks"), "{out}");
+    let olds = tagged(&out, "Old value = ");
+    let news = tagged(&out, "New value = ");
+    // Backwards: stopped before the last write (total_forks++ in copy_process), so gdb sees the
+    // value go from V back to V-1; forwards again, from V-1 to V just after the write.
+    assert_eq!(olds, [v.to_string(), (v - 1).to_string()], "{out}");
+    assert_eq!(news, [(v - 1).to_string(), v.to_string()], "{out}");
+    assert_eq!(tagged(&out, "B "), [(v - 1).to_string()], "{out}");
+    assert_eq!(tagged(&out, "A "), [v.to_string()], "{out}");
+    assert!(out.contains("in copy_process"), "{out}");
+    let w = whens(&out);
+    let step =
+        |s: &str| -> u64 { s.split(", step ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap() };
+    assert_eq!(step(&w[1]), step(&w[0]) + 1, "one instruction, the write: {w:?}");
+}
+
+#[test]
+fn kernel_gdb_scripts_work() {
+    let g = guest_dir();
+    let script = format!(
+        "python import sys; sys.path.insert(0, \"{}\")\nsource {}\nbreak __x64_sys_getpid\ncontinue\nlx-dmesg\nlx-ps\np $lx_current().comm\n",
+        g.join("gdb").display(),
+        g.join("vmlinux-gdb.py").display()
+    );
+    let out = gdb(&script);
+    assert!(out.contains("Run /init as init process"), "lx-dmesg: {out}");
+    let ps: Vec<&str> = out.lines().filter(|l| l.starts_with("0xffff")).collect();
+    assert!(ps.iter().any(|l| l.ends_with(" init")), "lx-ps: {out}");
+    assert!(ps.iter().any(|l| l.ends_with(" forkexec")), "lx-ps: {out}");
+    assert!(out.lines().any(|l| l.starts_with("$1 = \"")), "per-CPU current task through gs_base: {out}");
+}
+
+#[test]
+fn gdbinit_when_checkpoint_restart() {
+    let out = krr().arg("gdbinit").output().unwrap();
+    assert!(out.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let init: PathBuf = tmp.path().join("krr.gdb");
+    std::fs::write(&init, &out.stdout).unwrap();
+    let script = format!(
+        "source {}\nbreak kernel_clone\ncontinue\nwhen\ncheckpoint\ncontinue\nwhen\nrestart 1\nwhen\nkrr-goto 1000\nkrr-info\n",
+        init.display()
+    );
+    let out = gdb(&script);
+    let w = whens(&out);
+    assert_eq!(w.len(), 6, "{out}");
+    assert!(out.contains("checkpoint 1 at step"), "{out}");
+    assert_ne!(w[0], w[1]);
+    assert_eq!(w[2], w[0], "restart 1 is the machine at the checkpoint: {out}");
+    assert_eq!(w[2], w[3], "restart prints where it is");
+    assert!(w[4].starts_with("event 1000 of "), "{out}");
+    assert!(out.contains("checkpoints: "), "{out}");
+}
+
+#[test]
+fn the_same_script_gives_the_same_answers() {
+    let a = gdb(THREE_HITS);
+    let b = gdb(THREE_HITS);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_end_of_the_trace_is_the_end_of_history() {
+    let out = gdb("continue\nmonitor when\nstepi\nmonitor when\nreverse-stepi\nmonitor when\n");
+    let w = whens(&out);
+    assert_eq!(w.len(), 3, "{out}");
+    let n = w[0].split(" of ").nth(1).unwrap().split(',').next().unwrap();
+    assert!(w[0].starts_with(&format!("event {n} of {n},")), "continue replays the whole trace: {out}");
+    assert_eq!(out.matches("No more reverse-execution history.").count(), 2, "{out}");
+    assert_eq!(w[1], w[0], "stepi at the end stays there: {out}");
+    assert_ne!(w[2], w[1], "reverse-stepi from the end goes back: {out}");
+}
