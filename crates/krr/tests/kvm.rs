@@ -20,7 +20,7 @@ fn kvm_boot_snapshot_restore_reaches_init() {
     let (vmlinux, initrd) = (dir.join("vmlinux"), dir.join("initramfs.cpio"));
     let kernel = ["--kernel", vmlinux.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()];
     let out = Command::new(krr)
-        .args(["run", "--quiet", "--accel", "kvm", "--timeout", "900"])
+        .args(["run", "--quiet", "--accel", "kvm", "--timeout", "1500"])
         .args(kernel)
         .args([
             "--save-snapshot",
@@ -41,7 +41,7 @@ fn kvm_boot_snapshot_restore_reaches_init() {
             "--accel",
             "kvm",
             "--timeout",
-            "900",
+            "1500",
             "--from-snapshot",
             snap.to_str().unwrap(),
             "--",
