@@ -30,6 +30,7 @@ enum Command {
     Dump(cmd::dump::DumpArgs),
     /// Report which instructions of a vmlinux or ELF program krr-emu implements.
     EmuCoverage(cmd::emu_coverage::EmuCoverageArgs),
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Dump(args) => cmd::dump::run(args),
         Command::EmuCoverage(args) => cmd::emu_coverage::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,
