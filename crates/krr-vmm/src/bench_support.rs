@@ -51,3 +51,98 @@ pub fn workload_config(dir: &Path, workload: &str, record: Option<PathBuf>, prof
         profile,
     }
 }
+
+/// A child process run to completion by [`run_measured`].
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: i32,
+    /// Wall time from spawn to exit.
+    pub wall: Duration,
+    /// The child's peak resident set size in KiB (`ru_maxrss` from `wait4`).
+    pub max_rss_kib: u64,
+    /// Everything it wrote to stdout (when `Stdio::piped()` was set; empty otherwise).
+    pub stdout: Vec<u8>,
+}
+
+/// Spawn `cmd`, collect its stdout if piped, and reap it with `wait4` for its own peak RSS
+/// (unlike `getrusage(RUSAGE_CHILDREN)`, which keeps the largest child seen so far). `started`
+/// is called right after the spawn with the child's pid.
+pub fn run_measured(cmd: &mut Command, started: impl FnOnce(u32)) -> std::io::Result<Measured> {
+    use std::io::Read;
+    let t0 = std::time::Instant::now();
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    started(pid);
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout)?;
+    }
+    let mut wstatus: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child `pid`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our unreaped child; the pointers are to live locals.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut wstatus, 0, &mut ru) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let wall = t0.elapsed();
+    let status = if libc::WIFEXITED(wstatus) {
+        libc::WEXITSTATUS(wstatus)
+    } else if libc::WIFSIGNALED(wstatus) {
+        128 + libc::WTERMSIG(wstatus)
+    } else {
+        -1
+    };
+    // `child` was reaped by wait4; dropping it neither waits nor kills.
+    drop(child);
+    Ok(Measured { status, wall, max_rss_kib: ru.ru_maxrss.max(0) as u64, stdout })
+}
+
+/// Bytes of every file under `dir` (recursively).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    #[test]
+    fn measured_child() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; exit 3"]).stdout(Stdio::piped());
+        let mut pid = 0;
+        let m = run_measured(&mut cmd, |p| pid = p).unwrap();
+        assert!(pid > 0);
+        assert_eq!(m.status, 3);
+        assert_eq!(m.stdout, b"out\n");
+        assert!(m.max_rss_kib > 0);
+        let m = run_measured(Command::new("sh").args(["-c", "kill -9 $$"]), |_| {}).unwrap();
+        assert_eq!(m.status, 128 + 9);
+    }
+
+    #[test]
+    fn bytes_of_a_tree() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), [0u8; 10]).unwrap();
+        std::fs::create_dir(d.path().join("s")).unwrap();
+        std::fs::write(d.path().join("s/b"), [0u8; 5]).unwrap();
+        assert_eq!(dir_bytes(d.path()), 15);
+        assert_eq!(dir_bytes(&d.path().join("missing")), 0);
+    }
+}

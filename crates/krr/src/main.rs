@@ -32,6 +32,7 @@ enum Command {
     EmuCoverage(cmd::emu_coverage::EmuCoverageArgs),
     /// Print a gdb script defining `when`, `checkpoint`, `restart` for `krr replay --gdb`.
     Gdbinit(cmd::gdb::GdbinitArgs),
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => cmd::dump::run(args),
         Command::EmuCoverage(args) => cmd::emu_coverage::run(args),
         Command::Gdbinit(args) => cmd::gdb::gdbinit(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod doctor;
 pub mod dump;
 pub mod emu_coverage;
