@@ -24,36 +24,50 @@ fn text(b: &[u8]) -> String {
 /// One recording of /bin/forkexec for all the tests here.
 fn trace() -> PathBuf {
     static TRACE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TRACE
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = guest_dir();
-            let out = krr()
-                .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
-                .arg(tmp.path().join("t"))
-                .arg("--kernel")
-                .arg(dir.join("vmlinux"))
-                .arg("--initrd")
-                .arg(dir.join("initramfs.cpio"))
-                .arg("--")
-                .arg("/bin/forkexec")
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(0), "record: {}", text(&out.stderr));
-            tmp
-        })
-        .path()
-        .join("t")
+    recorded(&TRACE, "forkexec", 0)
 }
 
-/// Serve the trace on a Unix socket, run `script` in `gdb -batch` against it; gdb's stdout.
+/// One recording of /bin/panic (the kernel panics; `krr record` exits 125).
+fn panic_trace() -> PathBuf {
+    static TRACE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    recorded(&TRACE, "panic", 125)
+}
+
+fn recorded(cell: &'static OnceLock<tempfile::TempDir>, workload: &str, status: i32) -> PathBuf {
+    cell.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = guest_dir();
+        let out = krr()
+            .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
+            .arg(tmp.path().join("t"))
+            .arg("--kernel")
+            .arg(dir.join("vmlinux"))
+            .arg("--initrd")
+            .arg(dir.join("initramfs.cpio"))
+            .arg("--")
+            .arg(format!("/bin/{workload}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(status), "record: {}", text(&out.stderr));
+        tmp
+    })
+    .path()
+    .join("t")
+}
+
+/// Serve the forkexec trace on a Unix socket, run `script` in `gdb -batch` against it; gdb's
+/// stdout.
 fn gdb(script: &str) -> String {
+    gdb_on(&trace(), script)
+}
+
+fn gdb_on(trace: &std::path::Path, script: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("gdb.sock");
     let vmlinux = guest_dir().join("vmlinux");
     let server = krr()
         .arg("replay")
-        .arg(trace())
+        .arg(trace)
         .arg("--vmlinux")
         .arg(&vmlinux)
         .arg("--gdb")
@@ -280,4 +294,27 @@ fn the_end_of_the_trace_is_the_end_of_history() {
     assert_eq!(out.matches("No more reverse-execution history.").count(), 2, "{out}");
     assert_eq!(w[1], w[0], "stepi at the end stays there: {out}");
     assert_ne!(w[2], w[1], "reverse-stepi from the end goes back: {out}");
+}
+
+/// docs/gdb.md's walk through a recorded panic: stop in `panic`, see who called it, run to the
+/// end of the recording (the agent's panic hook), come back to the breakpoint and step back into
+/// the caller.
+#[test]
+fn a_recorded_panic_walked_backwards() {
+    let out = gdb_on(
+        &panic_trace(),
+        "break panic\ncontinue\nbt 3\nmonitor when\ncontinue\nmonitor when\nreverse-continue\nmonitor when\nreverse-stepi\ninfo symbol $pc",
+    );
+    assert!(out.contains("Breakpoint 1, panic ("), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("#1") && l.contains("sysrq_handle_crash")), "{out}");
+    let w = whens(&out);
+    assert_eq!(w.len(), 3, "{out}");
+    // Forward from the breakpoint: the end of the trace, in the agent's panic hook.
+    assert!(out.contains("No more reverse-execution history."), "{out}");
+    let total = w[1].split(" of ").nth(1).unwrap().split(',').next().unwrap();
+    assert!(w[1].starts_with(&format!("event {total} of {total},")), "at the last event: {out}");
+    assert!(out.contains("krr_outl"), "stopped at the agent's panic write: {out}");
+    // Back to the same breakpoint hit, exactly.
+    assert_eq!(w[2], w[0], "{out}");
+    assert!(out.contains("sysrq_handle_crash + "), "one instruction back is the call in the caller: {out}");
 }
