@@ -91,6 +91,20 @@ fn main() {
         mid - tl.session.steps(),
         t.elapsed().as_secs_f64() * 1e3
     );
+    // Issue 8's yardstick: reverse-continue to a breakpoint one second of replay back, from the
+    // end of the trace (the breakpoint: the instruction count there, hit exactly once, so the
+    // search has to scan every interval in between).
+    let back = ((end as f64 / fwd_s) as u64).min(end);
+    tl.goto(end - back);
+    let target = tl.session.cpu().icount;
+    tl.goto(end);
+    let t = Instant::now();
+    let found = tl.search_back(&[], |cpu| cpu.icount == target);
+    println!(
+        "  reverse-continue to a breakpoint 1 s of replay back ({found:?}, {} steps back): {:.1} ms",
+        end - tl.session.steps(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let (n, pages, tables) = tl.checkpoint_memory();
     println!(
         "  checkpoints now: {n}, {:.1} MiB of copied pages + {:.1} MiB of page tables",
