@@ -36,18 +36,7 @@ fn panic_trace() -> PathBuf {
 fn recorded(cell: &'static OnceLock<tempfile::TempDir>, workload: &str, status: i32) -> PathBuf {
     cell.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = guest_dir();
-        let out = krr()
-            .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
-            .arg(tmp.path().join("t"))
-            .arg("--kernel")
-            .arg(dir.join("vmlinux"))
-            .arg("--initrd")
-            .arg(dir.join("initramfs.cpio"))
-            .arg("--")
-            .arg(format!("/bin/{workload}"))
-            .output()
-            .unwrap();
+        let out = common::record_emu(&tmp.path().join("t"), workload);
         assert_eq!(out.status.code(), Some(status), "record: {}", text(&out.stderr));
         tmp
     })

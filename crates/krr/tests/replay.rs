@@ -20,23 +20,8 @@ fn text(b: &[u8]) -> String {
 }
 
 fn record(trace: &Path, workload: &str) {
-    let out = record_status(trace, workload);
+    let out = common::record_emu(trace, workload);
     assert_eq!(out.status.code(), Some(0), "record {workload}: {}", text(&out.stderr));
-}
-
-fn record_status(trace: &Path, workload: &str) -> Output {
-    let dir = guest_dir();
-    krr()
-        .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
-        .arg(trace)
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
-        .arg("--")
-        .arg(format!("/bin/{workload}"))
-        .output()
-        .unwrap()
 }
 
 fn replay(trace: &Path, extra: &[&str]) -> Output {
@@ -118,7 +103,7 @@ fn workloads_replay_without_divergence() {
 fn a_panic_replays_to_the_end() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("panic");
-    let rec = record_status(&trace, "panic");
+    let rec = common::record_emu(&trace, "panic");
     assert_eq!(rec.status.code(), Some(125), "the guest was meant to panic: {}", text(&rec.stderr));
     let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
     let out = replay(&trace, &["--json"]);

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use krr_vmm::bench_support::{dir_bytes, run_measured, Measured};
 use krr_vmm::devices::Echo;
 use krr_vmm::recorder::DEFAULT_RING_BYTES;
-use krr_vmm::vm::{RecordConfig, BASE_CMDLINE};
+use krr_vmm::vm::BASE_CMDLINE;
 use krr_vmm::ExitReason;
 use serde_json::{json, Value};
 
@@ -118,19 +118,7 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     cfg.profile = args.child_profile;
     if args.child.as_deref() == Some("record") {
         let dir = args.child_trace.clone().context("--child-trace")?;
-        let kernel_version = cfg
-            .vmlinux
-            .parent()
-            .and_then(|d| std::fs::read_to_string(d.join("linux-version")).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        cfg.record = Some(RecordConfig {
-            dir,
-            ring_bytes: DEFAULT_RING_BYTES,
-            from_boot: false,
-            producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
-            kernel_version,
-        });
+        cfg.record = Some(super::record::record_config(&cfg, dir, DEFAULT_RING_BYTES, false));
     }
     let out = krr_vmm::vm::run(&cfg)?;
     let exit = match &out.reason {

@@ -60,19 +60,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut cfg = args.vm.config(&args.cmd)?;
-    let kernel_version = cfg
-        .vmlinux
-        .parent()
-        .and_then(|d| std::fs::read_to_string(d.join("linux-version")).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    cfg.record = Some(RecordConfig {
-        dir: args.output.clone(),
-        ring_bytes: args.ring,
-        from_boot: args.from_boot,
-        producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
-        kernel_version,
-    });
+    cfg.record = Some(record_config(&cfg, args.output.clone(), args.ring, args.from_boot));
     let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", args.output.display()))?;
     let secs = out.elapsed.as_secs_f64();
     let Some(rec) = &out.record else { bail!("the run ended without a trace") };
@@ -146,4 +134,27 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
         ExitReason::SnapshotSaved { .. } => ExitCode::SUCCESS,
     })
+}
+
+/// The recorder's configuration for a VM: the trace names this krr and the guest kernel's version
+/// (from the guest build's `linux-version` file beside the vmlinux).
+pub fn record_config(
+    cfg: &krr_vmm::VmConfig,
+    dir: PathBuf,
+    ring_bytes: u64,
+    from_boot: bool,
+) -> RecordConfig {
+    let kernel_version = cfg
+        .vmlinux
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join("linux-version")).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    RecordConfig {
+        dir,
+        ring_bytes,
+        from_boot,
+        producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
+        kernel_version,
+    }
 }
