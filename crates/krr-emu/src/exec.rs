@@ -293,13 +293,7 @@ impl Ctx<'_> {
         {
             return self.step_full(cache);
         }
-        if self.wrote {
-            self.wrote = false;
-            let epoch = self.mem.code_epoch();
-            if epoch != cache.epoch {
-                cache.sync(&*self.mem, epoch);
-            }
-        }
+        self.sync_code(cache);
         self.start_rip = self.cpu.rip;
         let e = match self.fetch(cache) {
             Ok(e) => e,
@@ -329,9 +323,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// `step` with pending events, IF, TF or RF to look after.
+    /// After a guest write, drop the decodes of code pages written since the cache last looked.
     #[inline(always)]
-    fn step_full(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
+    fn sync_code(&mut self, cache: &mut DecodeCache) {
         if self.wrote {
             self.wrote = false;
             let epoch = self.mem.code_epoch();
@@ -339,6 +333,12 @@ impl Ctx<'_> {
                 cache.sync(&*self.mem, epoch);
             }
         }
+    }
+
+    /// `step` with pending events, IF, TF or RF to look after.
+    #[inline(always)]
+    fn step_full(&mut self, cache: &mut DecodeCache) -> Result<StepEvent, EmuError> {
+        self.sync_code(cache);
         self.start_rip = self.cpu.rip;
         // Non-short-circuit `|` so the four adjacent flags are tested with one load.
         if (self.cpu.pending_db | self.cpu.nmi_pending | self.cpu.halted | self.cpu.interrupt_shadow)
