@@ -13,6 +13,7 @@ mod profile;
 
 pub use profile::Profile;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -148,6 +149,28 @@ struct CpuPlatform<'a> {
     cpu: usize,
     bus: &'a mut Bus,
     features: krr_emu::CpuFeatures,
+    /// The vCPU's instruction count before the instruction now executing (the run loop's stop
+    /// predicate keeps it), and at the start of the quantum: time is exact to the instruction,
+    /// so what the guest reads never depends on where a quantum began (a VM restored from a
+    /// snapshot starts its quanta elsewhere than the run that saved it).
+    clock: &'a Cell<u64>,
+    start: u64,
+    /// The earliest timer event: a timer the guest arms during the quantum lowers it, and the
+    /// quantum ends there so the interrupt comes at its exact time.
+    deadline: &'a Cell<u64>,
+}
+
+impl CpuPlatform<'_> {
+    fn now(&self) -> u64 {
+        self.bus.now + (self.clock.get() - self.start)
+    }
+
+    /// A timer may have been armed: end the quantum at its event.
+    fn rearm(&mut self) {
+        if let Some(t) = self.bus.next_event() {
+            self.deadline.set(self.deadline.get().min(t));
+        }
+    }
 }
 
 fn stop(bus: &mut Bus, why: EmuStop) -> PlatformStop {
@@ -158,7 +181,7 @@ fn stop(bus: &mut Bus, why: EmuStop) -> PlatformStop {
 
 impl Platform for CpuPlatform<'_> {
     fn io_in(&mut self, port: u16, size: u8) -> Result<u32, PlatformStop> {
-        let now = self.bus.now;
+        let now = self.now();
         if port == CMD_PORT && size == 4 && self.bus.devices.take_snapshot_request() {
             return Err(stop(self.bus, EmuStop::SnapshotPoint));
         }
@@ -172,7 +195,7 @@ impl Platform for CpuPlatform<'_> {
     }
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), PlatformStop> {
-        let now = self.bus.now;
+        let now = self.now();
         if port == PORT_FLUSH || port == PORT_CTRL {
             // Let the OUT retire; `run_for` stops right after it.
             self.bus.agent = Some((port, value));
@@ -181,6 +204,7 @@ impl Platform for CpuPlatform<'_> {
         }
         if PIT_PORTS.contains(&port) || port == PORT_61 {
             self.bus.pit.io_write(port, value as u8, now);
+            self.rearm();
             return Ok(());
         }
         let action = self.bus.devices.io_out(port, size, value);
@@ -193,7 +217,7 @@ impl Platform for CpuPlatform<'_> {
     }
 
     fn mmio_read(&mut self, gpa: u64, data: &mut [u8]) -> Result<(), PlatformStop> {
-        let now = self.bus.now;
+        let now = self.now();
         let v = if (LAPIC_ADDR..LAPIC_ADDR + 0x1000).contains(&gpa) {
             self.bus.lapics[self.cpu].read((gpa - LAPIC_ADDR) as u32 & !3, now)
         } else if (IOAPIC_ADDR..IOAPIC_ADDR + 0x1000).contains(&gpa) {
@@ -210,7 +234,7 @@ impl Platform for CpuPlatform<'_> {
     }
 
     fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> Result<(), PlatformStop> {
-        let now = self.bus.now;
+        let now = self.now();
         let mut v = [0u8; 4];
         let n = data.len().min(4);
         v[..n].copy_from_slice(&data[..n]);
@@ -224,6 +248,7 @@ impl Platform for CpuPlatform<'_> {
                 let d = self.bus.ioapic.eoi(vector);
                 self.bus.deliver(d);
             }
+            self.rearm();
         } else if (IOAPIC_ADDR..IOAPIC_ADDR + 0x1000).contains(&gpa) {
             // Unmasking an asserted level-triggered pin delivers at once.
             let d = self.bus.ioapic.write((gpa - IOAPIC_ADDR) as u32 & !3, value);
@@ -233,7 +258,7 @@ impl Platform for CpuPlatform<'_> {
     }
 
     fn rdtsc(&mut self) -> Result<u64, PlatformStop> {
-        Ok(self.bus.now)
+        Ok(self.now())
     }
 
     fn rdmsr(&mut self, msr: u32) -> Result<Option<u64>, PlatformStop> {
@@ -246,8 +271,9 @@ impl Platform for CpuPlatform<'_> {
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<bool, PlatformStop> {
         Ok(match msr {
             MSR_TSC_DEADLINE => {
-                let now = self.bus.now;
+                let now = self.now();
                 self.bus.lapics[self.cpu].write_tsc_deadline(value, now);
+                self.rearm();
                 true
             }
             _ => false,
@@ -450,13 +476,25 @@ impl EmuVm {
                 let before = cpu.icount;
                 let features = cpu.features;
                 let agent_flag = self.bus.agent_flag.clone();
-                let mut plat = CpuPlatform { cpu: i, bus: &mut self.bus, features };
+                let (clock, deadline) = (Cell::new(before), Cell::new(self.bus.now + q));
+                let mut plat = CpuPlatform {
+                    cpu: i,
+                    bus: &mut self.bus,
+                    features,
+                    clock: &clock,
+                    start: before,
+                    deadline: &deadline,
+                };
                 let prof = &mut self.profile;
+                let now0 = plat.bus.now;
                 let r = cpu.run(&mut self.mem, &mut plat, q, |c| {
                     if let Some(p) = prof.as_mut() {
                         p.observe(c);
                     }
-                    agent_flag.load(Ordering::Relaxed)
+                    clock.set(c.icount);
+                    // A timer armed during this quantum is due: stop there.
+                    (c.icount > before && now0 + (c.icount - before) >= deadline.get())
+                        || agent_flag.load(Ordering::Relaxed)
                 });
                 let ran = cpu.icount - before;
                 self.instructions += ran;
