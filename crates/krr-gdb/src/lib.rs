@@ -24,7 +24,7 @@ pub use timeline::Timeline;
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GdbError {
-    #[error("{addr}: {source}")]
+    #[error("cannot wait for gdb on {addr}")]
     Listen { addr: String, source: std::io::Error },
     #[error("the connection to gdb: {0}")]
     Connection(std::io::Error),
