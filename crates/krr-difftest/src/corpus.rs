@@ -1738,33 +1738,49 @@ fn ssefp() -> Vec<Case> {
     let mut v = Vec::new();
     let mut rng = Rng::new(0xf10a7);
     for (name, ops) in FP_FORMS {
-        let form = gen::Form { code: code(name), ops };
-        let single = name.contains("ps_")
-            || name.contains("ss_")
-            || name.starts_with("Cvtps")
-            || name.starts_with("Cvttps")
-            || name.starts_with("Comiss");
-        for i in 0..48 {
-            let mut k = base("ssefp", format!("{name}/{i}"));
-            gen::random_state(&mut rng, &mut k);
+        for i in 0..48u32 {
             // Every rounding mode, exceptions masked, some cases with FTZ and/or DAZ.
-            k.mxcsr = 0x1f80 | (((i / 2) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize];
-            for x in k.xmm.iter_mut() {
-                *x = fp_xmm(&mut rng, single);
-            }
-            for chunk in k.mem.chunks_mut(16) {
-                chunk.copy_from_slice(&fp_xmm(&mut rng, single).to_le_bytes());
-            }
-            let mut insn = gen::random_instruction(&mut rng, &form).unwrap_or_else(|e| panic!("corpus: {e}"));
-            if ops.contains(&gen::K::U8) {
-                // Comparison predicates 0..7 (the imm8 is the last byte).
-                *insn.last_mut().unwrap() = (i % 8) as u8;
-            }
-            k.insns = vec![insn];
-            v.push(k);
+            v.push(fp_case(&mut rng, "ssefp", name, ops, i, |_| {
+                0x1f80 | (((i / 2) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize]
+            }));
         }
     }
     v
+}
+
+/// One random case of an SSE floating-point form: random state, then MXCSR from `mxcsr` (which
+/// may draw from the generator), XMM registers and memory full of FP values of the form's width,
+/// the instruction (comparison predicates 0..7 in its imm8).
+fn fp_case(
+    rng: &mut Rng,
+    family: &str,
+    name: &str,
+    ops: &'static [gen::K],
+    i: u32,
+    mxcsr: impl FnOnce(&mut Rng) -> u32,
+) -> Case {
+    let form = gen::Form { code: code(name), ops };
+    let single = name.contains("ps_")
+        || name.contains("ss_")
+        || name.starts_with("Cvtps")
+        || name.starts_with("Cvttps")
+        || name.starts_with("Comiss");
+    let mut k = base(family, format!("{name}/{i}"));
+    gen::random_state(rng, &mut k);
+    k.mxcsr = mxcsr(rng);
+    for x in k.xmm.iter_mut() {
+        *x = fp_xmm(rng, single);
+    }
+    for chunk in k.mem.chunks_mut(16) {
+        chunk.copy_from_slice(&fp_xmm(rng, single).to_le_bytes());
+    }
+    let mut insn = gen::random_instruction(rng, &form).unwrap_or_else(|e| panic!("corpus: {e}"));
+    if ops.contains(&gen::K::U8) {
+        // Comparison predicates 0..7 (the imm8 is the last byte).
+        *insn.last_mut().unwrap() = (i % 8) as u8;
+    }
+    k.insns = vec![insn];
+    k
 }
 
 /// The `ssefp` forms with exceptions unmasked in MXCSR: one mask bit, all, or a random subset
@@ -1774,34 +1790,16 @@ fn ssexm() -> Vec<Case> {
     let mut v = Vec::new();
     let mut rng = Rng::new(0x19);
     for (name, ops) in FP_FORMS {
-        let form = gen::Form { code: code(name), ops };
-        let single = name.contains("ps_")
-            || name.contains("ss_")
-            || name.starts_with("Cvtps")
-            || name.starts_with("Cvttps")
-            || name.starts_with("Comiss");
         for i in 0..36u32 {
-            let mut k = base("ssexm", format!("{name}/{i}"));
-            gen::random_state(&mut rng, &mut k);
-            let masks = match i % 9 {
-                b @ 0..=5 => 0x1f80 & !(0x80 << b),
-                6 => 0,
-                7 => 0x1f80 & (rng.next_u64() as u32),
-                _ => (0x1f80 & !(0x80 << (i % 6))) | 0x3f,
-            };
-            k.mxcsr = masks | (((i / 9) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize];
-            for x in k.xmm.iter_mut() {
-                *x = fp_xmm(&mut rng, single);
-            }
-            for chunk in k.mem.chunks_mut(16) {
-                chunk.copy_from_slice(&fp_xmm(&mut rng, single).to_le_bytes());
-            }
-            let mut insn = gen::random_instruction(&mut rng, &form).unwrap_or_else(|e| panic!("corpus: {e}"));
-            if ops.contains(&gen::K::U8) {
-                *insn.last_mut().unwrap() = (i % 8) as u8;
-            }
-            k.insns = vec![insn];
-            v.push(k);
+            v.push(fp_case(&mut rng, "ssexm", name, ops, i, |rng| {
+                let masks = match i % 9 {
+                    b @ 0..=5 => 0x1f80 & !(0x80 << b),
+                    6 => 0,
+                    7 => 0x1f80 & (rng.next_u64() as u32),
+                    _ => (0x1f80 & !(0x80 << (i % 6))) | 0x3f,
+                };
+                masks | (((i / 9) % 4) << 13) | [0u32, 0, 0x8000, 0x40, 0x8040][(i % 5) as usize]
+            }));
         }
     }
     // Overflow and underflow with OE/UE (and PE) unmasked: results exact or inexact at the
