@@ -221,6 +221,24 @@ impl Cpu {
         r
     }
 
+    /// Delivers exception `vector` now, as if the instruction at RIP had raised it (a fault:
+    /// the frame returns to RIP), with `error_code` and, for #PF, `cr2`. Replay uses it to make
+    /// a recorded user-mode exception without re-executing the instruction, whose memory may
+    /// have changed since (another vCPU ran while this one waited for the kernel lock).
+    pub fn inject_exception(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        plat: &mut dyn Platform,
+        vector: u8,
+        error_code: Option<u32>,
+        cr2: Option<u64>,
+    ) -> Result<(), EmuError> {
+        let rip = self.rip;
+        let mut ctx = Ctx::new(self, mem, plat);
+        ctx.start_rip = rip;
+        ctx.raise(Exception { vector, error_code, cr2 }, EventKind::Fault, rip).map(|_| ())
+    }
+
     /// Steps until `max_instructions` more instructions have retired, `stop(cpu)` returns true
     /// (asked before every step, so at instruction boundaries), or the CPU halts with nothing
     /// pending.

@@ -44,9 +44,9 @@ fn main() {
         let mut times = Vec::new();
         let mut insns = 0;
         for _ in 0..reps {
-            let (cpu, mem, _) = load_snapshot(&trace).unwrap();
+            let (cpus, mem, _) = load_snapshot(&trace).unwrap();
             let t = Instant::now();
-            let out = Replayer::new(cpu, mem, hooks.clone(), &trace.events)
+            let out = Replayer::new(cpus, mem, hooks.clone(), &trace.events)
                 .run(|_, _| {})
                 .unwrap_or_else(|d| panic!("{w}: {d}"));
             times.push(t.elapsed().as_secs_f64());

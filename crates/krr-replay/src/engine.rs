@@ -38,7 +38,12 @@ const PAGE_USER: u64 = 1 << 2;
 const PT_REGS_CS: u64 = 17 * 8;
 /// The kernel's direct map of physical memory (x86-64, 4-level paging, no KASLR).
 const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
-const BP_VECTOR: u8 = 3;
+const PF_VECTOR: u8 = 14;
+
+/// Exceptions whose frame carries an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP, ...).
+fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
 /// RFLAGS.RF: set in the frame of an interrupt taken between REP iterations.
 const RF: u64 = 1 << 16;
 /// CF, PF, AF, ZF, SF, OF.
@@ -76,6 +81,10 @@ struct Log<'a> {
     pre: std::collections::BTreeSet<usize>,
     /// The agent's panic hook told the VMM the recording ends here.
     panicked: bool,
+    /// The vCPU that runs (holds the kernel lock): only its events can be consumed.
+    vcpu: u32,
+    /// The trace has more than one vCPU (messages name them).
+    multi: bool,
 }
 
 impl<'a> Log<'a> {
@@ -90,7 +99,15 @@ impl<'a> Log<'a> {
             pending: None,
             pre: std::collections::BTreeSet::new(),
             panicked: false,
+            vcpu: 0,
+            multi: false,
         }
+    }
+
+    /// Index of the next event [`Log::peek`] returns.
+    fn peek_index(&mut self) -> usize {
+        self.peek();
+        self.cursor
     }
 
     /// Skip console markers; the next event that is an input.
@@ -113,13 +130,15 @@ impl<'a> Log<'a> {
     /// agent disabled interrupts), the first match after that interrupt's own events, taken out
     /// of order. Returns its index and sequence number, or `None`.
     fn take_for_hook(&mut self, want: impl Fn(&Event) -> bool) -> Option<(usize, u64, Event)> {
+        let me = self.vcpu;
+        let want = |e: &Event| e.vcpu() == me && want(e);
         let first = self.peek()?.clone();
         if want(&first) {
             let (i, seq) = (self.cursor, self.seq);
             self.take();
             return Some((i, seq, first));
         }
-        if !matches!(&first, Event::Interrupt { regs, .. } if is_kernel(regs.rip)) {
+        if !matches!(&first, Event::Interrupt { regs, vcpu, .. } if is_kernel(regs.rip) && *vcpu == me) {
             return None;
         }
         let mut seq = self.seq;
@@ -135,17 +154,18 @@ impl<'a> Log<'a> {
                 self.pre.insert(j);
                 return Some((j, seq, e.clone()));
             }
-            // Only what an interrupt handler logs may stand in between.
-            let inside = match e {
-                Event::Interrupt { regs, .. } => is_kernel(regs.rip),
-                Event::Rdtsc { .. }
-                | Event::PortRead { .. }
-                | Event::MmioRead { .. }
-                | Event::Rdmsr { .. }
-                | Event::Cpuid { .. }
-                | Event::Random { .. } => true,
-                _ => false,
-            };
+            // Only what an interrupt handler on this vCPU logs may stand in between.
+            let inside = e.vcpu() == me
+                && match e {
+                    Event::Interrupt { regs, .. } => is_kernel(regs.rip),
+                    Event::Rdtsc { .. }
+                    | Event::PortRead { .. }
+                    | Event::MmioRead { .. }
+                    | Event::Rdmsr { .. }
+                    | Event::Cpuid { .. }
+                    | Event::Random { .. } => true,
+                    _ => false,
+                };
             if !inside {
                 return None;
             }
@@ -156,7 +176,8 @@ impl<'a> Log<'a> {
 
     /// Whether the next event is an interrupt in kernel mode (it may land inside a hook).
     fn irq_next(&mut self) -> bool {
-        matches!(self.peek(), Some(Event::Interrupt { regs, .. }) if is_kernel(regs.rip))
+        let me = self.vcpu;
+        matches!(self.peek(), Some(Event::Interrupt { regs, vcpu, .. }) if is_kernel(regs.rip) && *vcpu == me)
     }
 
     fn take(&mut self) -> Option<Event> {
@@ -171,8 +192,9 @@ impl<'a> Log<'a> {
 
     /// Arm the run loop for the next event if it is an interrupt in kernel mode.
     fn update_irq(&mut self) {
+        let me = self.vcpu;
         let rip = match self.peek() {
-            Some(Event::Interrupt { regs, .. }) if is_kernel(regs.rip) => regs.rip,
+            Some(Event::Interrupt { regs, vcpu, .. }) if is_kernel(regs.rip) && *vcpu == me => regs.rip,
             _ => 0,
         };
         self.irq_rip.set(rip);
@@ -184,13 +206,18 @@ impl<'a> Log<'a> {
     }
 
     fn expected(&mut self) -> String {
-        self.peek().map_or_else(|| "the end of the trace".into(), describe)
+        let multi = self.multi;
+        self.peek().map_or_else(
+            || "the end of the trace".into(),
+            |e| if multi { format!("{} on vCPU {}", describe(e), e.vcpu()) } else { describe(e) },
+        )
     }
 
     /// The next event must be an input of `kind`; `check` says whether it is the one asked for.
     fn input(&mut self, asked: &str, check: impl Fn(&Event) -> bool) -> Result<Event, PlatformStop> {
+        let me = self.vcpu;
         match self.peek() {
-            Some(e) if check(e) => {
+            Some(e) if e.vcpu() == me && check(e) => {
                 Ok(self.take().unwrap_or(Event::End { vcpu: 0, reason: krr_trace::EndReason::Stopped }))
             }
             _ => {
@@ -227,6 +254,7 @@ pub fn describe(e: &Event) -> String {
             format!("{} of {} bytes at {addr:#x}", read.name(), data.len())
         }
         Event::PteRead { addr, value, .. } => format!("PTE read {addr:#x} = {value:#x}"),
+        Event::LockHandoff { vcpu, pos } => format!("vCPU {vcpu} taking the kernel lock at pos {pos}"),
         other => other.kind().to_string(),
     }
 }
@@ -337,16 +365,47 @@ struct OpenRead {
     len: u32,
 }
 
-/// Replays `events` on `cpu`/`mem` (the start snapshot) with the agent's `hooks`.
+/// Where a vCPU that does not hold the kernel lock stopped, which says how it resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Park {
+    /// In user mode: resumes with its next kernel entry from the log.
+    User,
+    /// At HLT: resumes with the interrupt that woke it.
+    Halted,
+    /// In the kernel lock's acquire spin: resumes by taking the lock.
+    Spinning,
+}
+
+/// A vCPU that waits while another holds the kernel lock.
+#[derive(Debug, Clone)]
+struct Parked {
+    cpu: Cpu,
+    park: Park,
+}
+
+/// Replays `events` on `cpus`/`mem` (the start snapshot) with the agent's `hooks`.
+///
+/// Several vCPUs replay one at a time (DESIGN §5): `cpu` is the one that holds the kernel
+/// lock; the others are parked where they stopped holding it and resume when the log's next
+/// event is theirs.
 pub struct Replayer<'a> {
     cpu: Cpu,
     mem: FlatMemory,
+    /// The vCPU `cpu` is.
+    cur: u32,
+    /// Every other vCPU, by number (`None` at `cur`).
+    parked: Vec<Option<Parked>>,
+    /// Each vCPU's event indices (console markers left out), to find its next event.
+    by_vcpu: Vec<Vec<usize>>,
+    /// The running vCPU changed at the last boundary (its first instruction is not stepped over).
+    switched: bool,
     hooks: Hooks,
     events: &'a [Event],
     open_reads: HashMap<u64, OpenRead>,
     /// The user-mode entry just made, checked when the agent logs it.
     injected: Option<Event>,
-    start_icount: u64,
+    /// Each vCPU's instruction count at the start snapshot.
+    start_icount: Vec<u64>,
     /// Stop after this many events (`--until`).
     until: Option<u64>,
     /// Compare the status flags at interrupt points. True for traces recorded on krr-emu (the
@@ -368,11 +427,30 @@ impl std::fmt::Debug for Replayer<'_> {
 const SLICE: u64 = 1 << 20;
 
 impl<'a> Replayer<'a> {
-    pub fn new(cpu: Cpu, mem: FlatMemory, hooks: Hooks, events: &'a [Event]) -> Self {
-        let start_icount = cpu.icount;
+    /// `cpus[i]` is vCPU i of the start snapshot.
+    pub fn new(mut cpus: Vec<Cpu>, mem: FlatMemory, hooks: Hooks, events: &'a [Event]) -> Self {
+        assert!(!cpus.is_empty(), "a machine has at least one vCPU");
+        let start_icount = cpus.iter().map(|c| c.icount).collect();
+        let cpu = cpus.remove(0);
+        let n = cpus.len() + 1;
+        let mut by_vcpu = vec![Vec::new(); n];
+        for (i, e) in events.iter().enumerate() {
+            if !matches!(e, Event::Console { .. }) {
+                if let Some(v) = by_vcpu.get_mut(e.vcpu() as usize) {
+                    v.push(i);
+                }
+            }
+        }
+        let mut parked = vec![None];
+        // Classified by `start` once the start event names the running vCPU.
+        parked.extend(cpus.into_iter().map(|cpu| Some(Parked { cpu, park: Park::User })));
         Replayer {
             cpu,
             mem,
+            cur: 0,
+            parked,
+            by_vcpu,
+            switched: false,
             hooks,
             events,
             open_reads: HashMap::new(),
@@ -424,19 +502,23 @@ impl<'a> Replayer<'a> {
             });
             slices += 1;
             if slices % 16 == 0 {
-                progress(log.cursor as u64, self.cpu.icount - self.start_icount);
+                progress(log.cursor as u64, self.instructions());
             }
             match self.after_run(r, &mut log)? {
-                RunExit::Limit | RunExit::Halted => continue,
+                RunExit::Limit | RunExit::Halted => {
+                    self.take_switched();
+                    continue;
+                }
                 RunExit::Stopped => {}
             }
-            skip = true;
             self.boundary(&mut log)?;
+            // Step over the instruction it stopped at, unless another vCPU runs now.
+            skip = !self.take_switched();
         }
-        progress(log.cursor as u64, self.cpu.icount - self.start_icount);
+        progress(log.cursor as u64, self.instructions());
         Ok(Outcome {
             events: log.cursor as u64,
-            instructions: self.cpu.icount - self.start_icount,
+            instructions: self.instructions(),
             console: std::mem::take(&mut log.console),
             digest: self.digest(),
         })
@@ -444,8 +526,10 @@ impl<'a> Replayer<'a> {
 
     /// Consume the start event: the position counter must agree with the snapshot.
     fn start(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        log.multi = self.parked.len() > 1;
         match log.take() {
-            Some(Event::Start { pos, .. }) => {
+            Some(Event::Start { pos, vcpu }) => {
+                self.start_on(log, vcpu)?;
                 let now = self.krr_pos();
                 if now != pos {
                     return Err(self.divergence(
@@ -463,6 +547,134 @@ impl<'a> Replayer<'a> {
         Ok(())
     }
 
+    /// Make the start event's vCPU the running one and say where each other vCPU waits: at HLT,
+    /// in the acquire spin, or in user mode. Anything else ran kernel code outside the lock.
+    fn start_on(&mut self, log: &mut Log<'_>, vcpu: u32) -> Result<(), Box<Divergence>> {
+        if vcpu as usize >= self.parked.len() {
+            return Err(self.divergence(
+                log,
+                format!("the trace starts on vCPU {vcpu}; the snapshot has {} vCPUs", self.parked.len()),
+            ));
+        }
+        if vcpu != 0 {
+            let p = self.parked[vcpu as usize].take().map(|p| p.cpu).unwrap_or_default();
+            let first = std::mem::replace(&mut self.cpu, p);
+            self.parked[0] = Some(Parked { cpu: first, park: Park::User });
+            self.cur = vcpu;
+            log.vcpu = vcpu;
+        }
+        for i in 0..self.parked.len() {
+            let Some(p) = self.parked[i].as_mut() else { continue };
+            p.park = if p.cpu.halted {
+                Park::Halted
+            } else if p.cpu.cpl() == 3 {
+                Park::User
+            } else if self.hooks.lock_spin.contains(&p.cpu.rip) {
+                Park::Spinning
+            } else {
+                let rip = p.cpu.rip;
+                return Err(self.divergence(
+                    log,
+                    format!("vCPU {i} was running kernel code at {rip:#x} without the kernel lock at the start snapshot"),
+                ));
+            };
+        }
+        Ok(())
+    }
+
+    /// Stop running the current vCPU (it waits as `park`) and run vCPU `v`, resumed the way it
+    /// waits. `v`'s next event is the one at the cursor.
+    fn switch_to(&mut self, log: &mut Log<'_>, park: Park, v: u32) -> Result<(), Box<Divergence>> {
+        let Some(next) = self.parked.get_mut(v as usize).and_then(Option::take) else {
+            let exp = log.expected();
+            let why = if v as usize >= self.parked.len() {
+                "the snapshot has no such vCPU"
+            } else {
+                "it is running"
+            };
+            return Err(self.divergence(
+                log,
+                format!("vCPU {} released the kernel lock; the log expects {exp}, but {why}", self.cur),
+            ));
+        };
+        if let Some(e) = self.injected.take() {
+            self.injected = Some(e);
+            return Err(self.divergence(
+                log,
+                format!("vCPU {} released the kernel lock before the agent logged its entry", self.cur),
+            ));
+        }
+        let old = std::mem::replace(&mut self.cpu, next.cpu);
+        self.parked[self.cur as usize] = Some(Parked { cpu: old, park });
+        self.cur = v;
+        log.vcpu = v;
+        log.update_irq();
+        self.switched = true;
+        match next.park {
+            Park::User => self.enter_from_user(log),
+            Park::Halted => self.wake(log),
+            Park::Spinning if self.cpu.rip != self.hooks.lock_spin.start => {
+                // Inside the spin since the start snapshot: the record it logs when it gets
+                // the lock (a hand-off, or the interrupt whose entry was waiting) is next.
+                match log.peek() {
+                    Some(Event::LockHandoff { .. } | Event::Interrupt { .. }) => {
+                        log.take();
+                        Ok(())
+                    }
+                    _ => {
+                        let exp = log.expected();
+                        Err(self.divergence(
+                            log,
+                            format!("vCPU {v} waited for the kernel lock; the log expects {exp}"),
+                        ))
+                    }
+                }
+            }
+            // At the spin's first instruction: the LockSpin hook takes the hand-off.
+            Park::Spinning => Ok(()),
+        }
+    }
+
+    /// Guest kernel instructions replayed so far, all vCPUs together.
+    pub(crate) fn instructions(&self) -> u64 {
+        (0..self.parked.len())
+            .map(|i| {
+                let c = self.parked[i].as_ref().map_or(&self.cpu, |p| &p.cpu);
+                c.icount.wrapping_sub(self.start_icount[i])
+            })
+            .sum()
+    }
+
+    /// Whether the running vCPU changed since the last call.
+    fn take_switched(&mut self) -> bool {
+        std::mem::take(&mut self.switched)
+    }
+
+    /// The index of vCPU `v`'s next event at or after the cursor, if any.
+    fn next_of(&self, log: &Log<'_>, v: u32) -> Option<usize> {
+        let list = self.by_vcpu.get(v as usize)?;
+        let at = list.partition_point(|&i| i < log.cursor);
+        list[at..].iter().copied().find(|i| !log.pre.contains(i))
+    }
+
+    /// The halted vCPU resumes: the next event must be the interrupt that woke it here.
+    fn wake(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        match log.peek().cloned() {
+            Some(Event::Interrupt { vector, regs, vcpu, .. })
+                if regs.rip == self.cpu.rip && vcpu == self.cur =>
+            {
+                self.check_regs(log, &regs, "the interrupt that ended HLT")?;
+                self.injected = log.take();
+                log.pending = Some(vector);
+                Ok(())
+            }
+            _ => {
+                let exp = log.expected();
+                Err(self.divergence(log, format!("the kernel halted; the log expects {exp}")))
+            }
+        }
+    }
+
     /// After `Cpu::run` returned: report a divergence or an emulator error; on HLT, deliver the
     /// interrupt the log says woke the CPU. `Stopped` means the loop stopped at a boundary
     /// [`Replayer::boundary`] must handle.
@@ -476,17 +688,12 @@ impl<'a> Replayer<'a> {
         }
         match r {
             Ok(RunExit::Halted) => {
-                // Idle: the next event must be the interrupt that woke the CPU here.
-                match log.peek().cloned() {
-                    Some(Event::Interrupt { vector, regs, .. }) if regs.rip == self.cpu.rip => {
-                        self.check_regs(log, &regs, "the interrupt that ended HLT")?;
-                        self.injected = log.take();
-                        log.pending = Some(vector);
-                    }
-                    _ => {
-                        let exp = log.expected();
-                        return Err(self.divergence(log, format!("the kernel halted; the log expects {exp}")));
-                    }
+                // Idle: the next event is the interrupt that woke this vCPU here, or another
+                // vCPU's (it took the kernel lock this one dropped before HLT).
+                match log.peek().map(|e| (e.vcpu(), matches!(e, Event::End { .. }))) {
+                    None | Some((_, true)) => {}
+                    Some((v, _)) if v != self.cur => self.switch_to(log, Park::Halted, v)?,
+                    Some(_) => self.wake(log)?,
                 }
                 Ok(RunExit::Halted)
             }
@@ -514,7 +721,13 @@ impl<'a> Replayer<'a> {
     /// The run loop stopped at user mode, an interrupt point or a hook: do the replay side.
     fn boundary(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
         if self.cpu.cpl() == 3 {
-            return self.enter_from_user(log);
+            // Back in user mode (the kernel lock dropped): the next entry, on this vCPU or
+            // another.
+            return match log.peek().map(|e| (e.vcpu(), matches!(e, Event::End { .. }))) {
+                None | Some((_, true)) => Ok(()),
+                Some((v, _)) if v != self.cur => self.switch_to(log, Park::User, v),
+                Some(_) => self.enter_from_user(log),
+            };
         }
         if self.cpu.rip == log.irq_rip.get() {
             self.at_interrupt_point(log)?;
@@ -528,8 +741,14 @@ impl<'a> Replayer<'a> {
     /// CRC-32 over the GPRs, RIP, RFLAGS, CR3 and every page of RAM.
     pub fn digest(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
-        for v in self.cpu.gpr.iter().chain([&self.cpu.rip, &self.cpu.rflags, &self.cpu.cr3]) {
-            h.update(&v.to_le_bytes());
+        for i in 0..self.parked.len() {
+            let c = match &self.parked[i] {
+                Some(p) => &p.cpu,
+                None => &self.cpu,
+            };
+            for v in c.gpr.iter().chain([&c.rip, &c.rflags, &c.cr3]) {
+                h.update(&v.to_le_bytes());
+            }
         }
         let mut page = vec![0u8; 4096];
         for pfn in 0..self.mem.size() / 4096 {
@@ -571,18 +790,29 @@ impl<'a> Replayer<'a> {
         self.cpu.gpr = regs.gpr;
         self.cpu.rflags = regs.rflags;
         self.cpu.rip = regs.rip;
-        match &ev {
-            // Re-execute the SYSCALL instruction itself (user code pages are the recorded ones).
-            Event::Syscall { .. } => self.cpu.rip = regs.rip.wrapping_sub(2),
-            // A trap reports the RIP after the instruction.
-            Event::Exception { vector, .. } if *vector == BP_VECTOR => {
-                self.cpu.rip = regs.rip.wrapping_sub(1)
+        let r = match &ev {
+            // An exception is delivered as the log has it, not re-raised by the user
+            // instruction: with several vCPUs its page may have been mapped or changed by
+            // another one between the fault and the moment this one took the kernel lock.
+            // (The frame of a trap such as #BP holds the RIP after the instruction: so does
+            // the log.)
+            Event::Exception { vector, error_code, cr2, .. } => {
+                let code = has_error_code(*vector).then_some(*error_code as u32);
+                let cr2 = (*vector == PF_VECTOR).then_some(*cr2);
+                self.cpu.inject_exception(&mut self.mem, log, *vector, code, cr2)
             }
-            Event::Interrupt { vector, .. } => log.pending = Some(*vector),
-            _ => {}
-        }
-        // One step makes the entry; it must land in the kernel.
-        let r = self.cpu.step(&mut self.mem, log);
+            _ => {
+                match &ev {
+                    // Re-execute the SYSCALL instruction itself (user code pages are the
+                    // recorded ones).
+                    Event::Syscall { .. } => self.cpu.rip = regs.rip.wrapping_sub(2),
+                    Event::Interrupt { vector, .. } => log.pending = Some(*vector),
+                    _ => {}
+                }
+                // One step makes the entry; it must land in the kernel.
+                self.cpu.step(&mut self.mem, log).map(|_| ())
+            }
+        };
         if let Some(msg) = log.divergence.take() {
             return Err(self.divergence(log, msg));
         }
@@ -592,7 +822,11 @@ impl<'a> Replayer<'a> {
         if self.cpu.cpl() == 3 {
             return Err(self.divergence(
                 log,
-                format!("re-executing the user instruction at {:#x} did not enter the kernel as the log says ({})", regs.rip, describe(&ev)),
+                format!(
+                    "the entry at user RIP {:#x} did not enter the kernel as the log says ({})",
+                    regs.rip,
+                    describe(&ev)
+                ),
             ));
         }
         self.injected = Some(ev);
@@ -881,6 +1115,31 @@ impl<'a> Replayer<'a> {
                 }
                 _ => mismatch(self, log, "the start of a user-memory read"),
             },
+            Hook::LockSpin => {
+                // The vCPU dropped the kernel lock (or never held it) and takes it now. If its
+                // next event is a hand-off at this position, others ran first in the recording:
+                // they run first now too, and it waits here.
+                let pos = self.krr_pos();
+                let Some(j) = self.next_of(log, self.cur) else { return Ok(()) };
+                if !matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos) {
+                    return Ok(());
+                }
+                if log.peek_index() == j {
+                    log.take();
+                    return Ok(());
+                }
+                let v = log.peek().map_or(self.cur, Event::vcpu);
+                if v == self.cur {
+                    let exp = log.expected();
+                    return Err(self.divergence(
+                        log,
+                        format!(
+                            "vCPU {v} waits for the kernel lock at pos {pos}; the log expects {exp} first"
+                        ),
+                    ));
+                }
+                self.switch_to(log, Park::Spinning, v)
+            }
             Hook::UserReadEnd => {
                 let (seq, kind, addr, len) =
                     (self.arg(0), self.arg(1) as u32, self.arg(2), self.arg(4) as u32);
@@ -921,14 +1180,14 @@ impl<'a> Replayer<'a> {
         let to = (log.cursor + 1).min(self.events.len());
         Box::new(Divergence {
             event_index: index,
-            vcpu: 0,
+            vcpu: self.cur,
             what,
             expected: self.events.get(log.cursor).cloned(),
             rip: self.cpu.rip,
             gpr: self.cpu.gpr,
             rflags: self.cpu.rflags,
             krr_pos: self.krr_pos(),
-            instructions: self.cpu.icount - self.start_icount,
+            instructions: self.instructions(),
             recent: (from..to).map(|i| (i as u64, self.events[i].clone())).collect(),
         })
     }
@@ -1091,7 +1350,7 @@ mod tests {
     fn lookahead(code: &[u8]) -> (Option<u64>, Replayer<'static>) {
         let (cpu, mem) = machine(code);
         let regs = regs_of(&cpu);
-        let mut r = Replayer::new(cpu, mem, Hooks::none(0, 0xdead_0000), &[]);
+        let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &[]);
         let before = r.digest();
         let found = r.ambiguous(7, &regs);
         assert_eq!(r.digest(), before, "the look-ahead leaves the machine as it found it");

@@ -19,6 +19,8 @@ pub enum Hook {
     PteRead,
     UserReadBegin,
     UserReadEnd,
+    /// The kernel lock's acquire spin (SMP recordings): where replay decides which vCPU runs.
+    LockSpin,
 }
 
 const NAMES: [(&str, Hook); 12] = [
@@ -47,6 +49,8 @@ pub struct Hooks {
     pub krr_pos: u64,
     /// The position counter's callback: the only code that moves `krr_pos`.
     pub trace_pc: u64,
+    /// The kernel lock's acquire spin `[start, end)`; empty for kernels without the lock.
+    pub lock_spin: std::ops::Range<u64>,
 }
 
 impl Hooks {
@@ -64,19 +68,27 @@ impl Hooks {
             })?;
             at.push((addr, hook));
         }
+        // Kernels built before the kernel lock replay their one-vCPU traces without it.
+        let lock_spin = match syms.iter().find(|s| s.name == "krr_lock_spin") {
+            Some(s) => {
+                at.push((s.addr, Hook::LockSpin));
+                s.addr..s.addr + s.size.max(1)
+            }
+            None => 0..0,
+        };
         at.sort_unstable_by_key(|h| h.0);
         let krr_pos = find("krr_pos")
             .ok_or_else(|| ReplayError::Kernel(format!("{}: no symbol krr_pos", vmlinux.display())))?;
         let trace_pc = find("__sanitizer_cov_trace_pc").ok_or_else(|| {
             ReplayError::Kernel(format!("{}: no symbol __sanitizer_cov_trace_pc", vmlinux.display()))
         })?;
-        Ok(Hooks { lo: at[0].0, hi: at[at.len() - 1].0, at, krr_pos, trace_pc })
+        Ok(Hooks { lo: at[0].0, hi: at[at.len() - 1].0, at, krr_pos, trace_pc, lock_spin })
     }
 
     /// No agent entry points: for tests that run code outside a kernel.
     #[cfg(test)]
     pub(crate) fn none(krr_pos: u64, trace_pc: u64) -> Self {
-        Hooks { at: Vec::new(), lo: u64::MAX, hi: 0, krr_pos, trace_pc }
+        Hooks { at: Vec::new(), lo: u64::MAX, hi: 0, krr_pos, trace_pc, lock_spin: 0..0 }
     }
 
     /// The hook whose first instruction is at `rip`.

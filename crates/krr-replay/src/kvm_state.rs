@@ -23,9 +23,12 @@ fn segment(s: &kvm_bindings::kvm_segment) -> Segment {
     }
 }
 
-/// The CPU of vCPU 0 of `state`.
-pub fn cpu_from_kvm(state: &KvmVmState) -> Result<Cpu, ReplayError> {
-    let v = state.vcpus.first().ok_or_else(|| ReplayError::Snapshot("the KVM state has no vCPU".into()))?;
+/// The CPU of vCPU `index` of `state`.
+pub fn cpu_from_kvm(state: &KvmVmState, index: usize) -> Result<Cpu, ReplayError> {
+    let v = state
+        .vcpus
+        .get(index)
+        .ok_or_else(|| ReplayError::Snapshot(format!("the KVM state has no vCPU {index}")))?;
     let mut cpu = Cpu::new();
     let r = &v.regs;
     // x86 encoding order: RAX RCX RDX RBX RSP RBP RSI RDI R8..R15.

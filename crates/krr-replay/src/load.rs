@@ -71,8 +71,8 @@ pub fn check_kernel(header: &Header, vmlinux: &Path) -> Result<(), ReplayError> 
     Ok(())
 }
 
-/// The start snapshot as an emulated vCPU and its memory.
-pub fn load_snapshot(trace: &Trace) -> Result<(Cpu, FlatMemory, SnapshotMeta), ReplayError> {
+/// The start snapshot as emulated vCPUs (vCPU i at index i) and their memory.
+pub fn load_snapshot(trace: &Trace) -> Result<(Vec<Cpu>, FlatMemory, SnapshotMeta), ReplayError> {
     let sref = trace.header.snapshot.as_ref().ok_or_else(|| ReplayError::NoSnapshot(trace.dir.clone()))?;
     let path = trace.dir.join(&sref.file);
     let bytes =
@@ -96,30 +96,38 @@ pub fn load_snapshot(trace: &Trace) -> Result<(Cpu, FlatMemory, SnapshotMeta), R
     };
     let meta: SnapshotMeta = serde_json::from_slice(section(b"META")?)
         .map_err(|e| ReplayError::Snapshot(format!("{}: META: {e}", path.display())))?;
-    if meta.vcpus != 1 {
-        return Err(ReplayError::Unsupported(format!("{} vCPUs (replay supports one so far)", meta.vcpus)));
+    if !(1..=8).contains(&meta.vcpus) {
+        return Err(ReplayError::Snapshot(format!(
+            "{}: {} vCPUs (krr records 1 to 8)",
+            path.display(),
+            meta.vcpus
+        )));
     }
     let mut mem = FlatMemory::new(meta.mem_bytes);
     decode_memory(section(b"MEM ")?, meta.mem_bytes, |pfn, page| mem.load(pfn * 4096, page))
         .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
-    let cpu = match meta.backend.as_str() {
-        "emu" => {
-            let mut cpu = Cpu::new();
-            // The emu backend's CPU (crates/krr-vmm/src/emu).
-            cpu.features.rdrand = false;
-            cpu.features.rdseed = false;
-            decode_cpu(&mut cpu, section(b"C000")?)
-                .map_err(|e| ReplayError::Snapshot(format!("{}: {e}", path.display())))?;
-            cpu
-        }
+    let cpus = match meta.backend.as_str() {
+        "emu" => (0..meta.vcpus as usize)
+            .map(|i| {
+                let mut cpu = Cpu::new();
+                // The emu backend's CPU (crates/krr-vmm/src/emu).
+                cpu.features.rdrand = false;
+                cpu.features.rdseed = false;
+                decode_cpu(&mut cpu, section(&krr_vmm::emu::cpu_tag(i))?)
+                    .map_err(|e| ReplayError::Snapshot(format!("{}: vCPU {i}: {e}", path.display())))?;
+                Ok(cpu)
+            })
+            .collect::<Result<Vec<_>, ReplayError>>()?,
         "kvm" => {
             let state: krr_vmm::kvm::KvmVmState = serde_json::from_slice(section(b"KVMS")?)
                 .map_err(|e| ReplayError::Snapshot(format!("{}: KVMS: {e}", path.display())))?;
-            crate::kvm_state::cpu_from_kvm(&state)?
+            (0..state.vcpus.len())
+                .map(|i| crate::kvm_state::cpu_from_kvm(&state, i))
+                .collect::<Result<_, _>>()?
         }
         other => return Err(ReplayError::Unsupported(format!("a snapshot of a {other} VM"))),
     };
-    Ok((cpu, mem, meta))
+    Ok((cpus, mem, meta))
 }
 
 /// Read guest-virtual memory through the page tables at `cr3` (4-level; 4 KiB, 2 MiB and 1 GiB

@@ -49,6 +49,7 @@ pub fn workload_config(dir: &Path, workload: &str, record: Option<PathBuf>, prof
         }),
         interrupt: None,
         profile,
+        emu_seed: None,
     }
 }
 

@@ -22,7 +22,8 @@ use crate::snapshot::{decode_memory, encode_memory, SnapshotFile, SnapshotMeta};
 /// The kernel command line krr boots with. `noxsave` and `clearcpuid` keep the kernel on code
 /// paths krr-emu implements even where a host ignores KVM_SET_CPUID2 (DESIGN §12), so a trace
 /// recorded on either backend replays on the emulator.
-pub const BASE_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 noxsave \
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 idle=halt noxsave \
      clearcpuid=smap,smep,popcnt,rdpid,fsgsbase,pku,umip,avx,xsave";
 
 /// Which CPU backend runs the guest.
@@ -72,6 +73,8 @@ pub struct VmConfig {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Count instructions by privilege and origin (emu; see [`crate::emu::Profile`]).
     pub profile: bool,
+    /// emu: vary the vCPUs' time slices from this seed (see [`crate::emu::EmuVm::vary_slices`]).
+    pub emu_seed: Option<u64>,
 }
 
 /// What `krr record` asks of a run.
@@ -383,6 +386,9 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     };
     if cfg.profile {
         vm.profile = Some(crate::emu::Profile::for_kernel(&cfg.vmlinux)?);
+    }
+    if let Some(seed) = cfg.emu_seed {
+        vm.vary_slices(seed);
     }
     let base_instructions = vm.instructions;
     let mut instructions_before_record = 0;

@@ -276,14 +276,17 @@ fn killed_recorder_leaves_a_readable_trace() {
 #[test]
 fn bad_requests_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    // More than one vCPU is refused until the kernel lock exists.
-    let mut c = krr();
-    c.arg("record").arg("-o").arg(tmp.path().join("a")).args(["--smp", "2"]);
-    let out = vm_args(&mut c).args(["--", "/bin/hello"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let e = text(&out.stderr);
-    assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("--smp 2"), "{e}");
+    // More than eight vCPUs, and a from-boot recording of several (the lock starts at /init).
+    for args in [&["--smp", "9"][..], &["--smp", "2", "--from-boot"][..]] {
+        let mut c = krr();
+        c.arg("record").arg("-o").arg(tmp.path().join("a")).args(args);
+        let out = vm_args(&mut c).args(["--", "/bin/hello"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let e = text(&out.stderr);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains(&format!("--smp {}", args[1])), "{e}");
+        assert!(!tmp.path().join("a").exists(), "{args:?}");
+    }
     // A directory that holds something is never overwritten.
     std::fs::write(tmp.path().join("keep"), b"x").unwrap();
     let mut c = krr();

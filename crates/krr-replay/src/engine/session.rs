@@ -16,7 +16,7 @@ use std::rc::Rc;
 use krr_emu::{Cpu, FlatMemory, GuestMemory, MemorySnapshot, RunExit, SegReg};
 use krr_trace::Event;
 
-use super::{Log, OpenRead, Replayer, SLICE};
+use super::{Log, OpenRead, Parked, Replayer, SLICE};
 use crate::report::Divergence;
 
 /// Why [`Session::run_until`] returned.
@@ -52,6 +52,9 @@ pub struct Watch {
 #[derive(Clone)]
 pub struct Checkpoint {
     cpu: Cpu,
+    cur: u32,
+    parked: Vec<Option<Parked>>,
+    vcpu: u32,
     mem: MemorySnapshot,
     cursor: usize,
     seq: u64,
@@ -200,7 +203,7 @@ impl<'a> Session<'a> {
 
     /// Guest instructions retired since the start.
     pub fn instructions(&self) -> u64 {
-        self.r.cpu.icount - self.r.start_icount
+        self.r.instructions()
     }
 
     /// Index of the next event the log expects.
@@ -334,6 +337,7 @@ impl<'a> Session<'a> {
                 }
                 RunExit::Limit => continue,
                 RunExit::Halted => {
+                    self.r.take_switched();
                     // The step that found the CPU halted did nothing.
                     self.steps -= 1;
                     self.observed = true;
@@ -347,7 +351,8 @@ impl<'a> Session<'a> {
             }
             if why == Why::Engine {
                 self.r.boundary(&mut self.log)?;
-                self.engine_done = true;
+                // Another vCPU may run now: its first instruction is not stepped over.
+                self.engine_done = !self.r.take_switched();
                 if self.log_finished() {
                     self.ended = true;
                     return Ok(Stop::End);
@@ -379,6 +384,9 @@ impl<'a> Session<'a> {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             cpu: self.r.cpu.clone(),
+            cur: self.r.cur,
+            parked: self.r.parked.clone(),
+            vcpu: self.log.vcpu,
             mem: self.r.mem.snapshot(),
             cursor: self.log.cursor,
             seq: self.log.seq,
@@ -399,6 +407,9 @@ impl<'a> Session<'a> {
     pub fn restore(&mut self, c: &Checkpoint) {
         // The TLB comes back too: it is guest-visible (accessed bits, a forgotten INVLPG).
         self.r.cpu = c.cpu.clone();
+        self.r.cur = c.cur;
+        self.r.parked.clone_from(&c.parked);
+        self.log.vcpu = c.vcpu;
         self.r.mem.restore(&c.mem);
         self.log.cursor = c.cursor;
         self.log.seq = c.seq;

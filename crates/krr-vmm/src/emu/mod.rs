@@ -383,6 +383,8 @@ pub struct EmuVm {
     pub instructions: u64,
     /// Per-instruction accounting, when asked for (it slows the emulator down a little).
     pub profile: Option<Profile>,
+    /// State of the generator that varies time-slice lengths (`vary_slices`); 0: fixed slices.
+    slice_rng: u64,
 }
 
 impl std::fmt::Debug for EmuVm {
@@ -451,7 +453,33 @@ impl EmuVm {
             agent: None,
             agent_flag: Arc::new(AtomicBool::new(false)),
         };
-        Ok(EmuVm { mem, cpus, state, bus, instructions: 0, profile: None })
+        Ok(EmuVm { mem, cpus, state, bus, instructions: 0, profile: None, slice_rng: 0 })
+    }
+
+    /// Give each vCPU turn a pseudo-random length of 256 to 32,768 instructions drawn from
+    /// `seed`, instead of one fixed quantum: the same guest then
+    /// interleaves its vCPUs differently for every seed, still deterministically for each. For
+    /// exploring interleavings when recording races (`--emu-seed`).
+    pub fn vary_slices(&mut self, seed: u64) {
+        // SplitMix64 of the seed: never 0, which means "fixed".
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.slice_rng = (z ^ (z >> 31)) | 1;
+    }
+
+    /// The length of the next turn.
+    fn slice(&mut self) -> u64 {
+        if self.slice_rng == 0 {
+            return QUANTUM;
+        }
+        // xorshift64
+        let mut x = self.slice_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.slice_rng = x;
+        256 + x % (32768 - 256 + 1)
     }
 
     /// Run until the guest stops or `budget` instructions have retired in total.
@@ -467,10 +495,11 @@ impl EmuVm {
                     continue;
                 }
                 self.bus.advance_timers();
+                let slice = self.slice();
                 let q = match self.bus.next_event() {
-                    Some(t) if t > self.bus.now => QUANTUM.min(t - self.bus.now),
+                    Some(t) if t > self.bus.now => slice.min(t - self.bus.now),
                     Some(_) => 1,
-                    None => QUANTUM,
+                    None => slice,
                 };
                 let cpu = &mut self.cpus[i];
                 let before = cpu.icount;
@@ -660,7 +689,7 @@ impl EmuVm {
             agent_flag: Arc::new(AtomicBool::new(false)),
         };
         let instructions = meta.instructions;
-        Ok((EmuVm { mem, cpus, state, bus, instructions, profile: None }, meta))
+        Ok((EmuVm { mem, cpus, state, bus, instructions, profile: None, slice_rng: 0 }, meta))
     }
 
     /// Virtual time (TSC) now.
@@ -707,7 +736,8 @@ impl EmuVm {
     }
 }
 
-fn cpu_tag(i: usize) -> [u8; 4] {
+/// The snapshot section of vCPU `i`'s state ("C000", "C001", ...).
+pub fn cpu_tag(i: usize) -> [u8; 4] {
     let d = format!("{:03}", i.min(999));
     let b = d.as_bytes();
     [b'C', b[0], b[1], b[2]]

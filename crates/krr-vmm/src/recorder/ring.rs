@@ -37,6 +37,7 @@ const REC_RANDOM: u16 = 10;
 const REC_RDMSR: u16 = 11;
 const REC_CPUID: u16 = 12;
 const REC_END: u16 = 13;
+const REC_HANDOFF: u16 = 14;
 
 /// A ring that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,6 +252,10 @@ pub fn parse_records(data: &[u8], out: &mut Vec<Record>) -> Result<(), RingError
                     edx: u32_at(p, 20),
                 }
             }
+            REC_HANDOFF => {
+                need(8)?;
+                Event::LockHandoff { vcpu, pos: u64_at(p, 0) }
+            }
             REC_END => {
                 out.push(Record { seq, body: RecordBody::EndPanic });
                 off += len;
@@ -346,10 +351,12 @@ mod tests {
         d.extend(record(REC_RDMSR, 0, 11, &[0x3a, 0, 0, 0, 1, 0, 0, 0, 9, 9, 0, 0, 0, 0, 0, 0]));
         let cpuid: Vec<u8> = [1u32, 0, 2, 3, 4, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
         d.extend(record(REC_CPUID, 0, 12, &cpuid));
-        d.extend(record(REC_END, 0, 13, &[2, 0, 0, 0]));
+        d.extend(record(REC_HANDOFF, 1, 13, &words(&[901])));
+        d.extend(record(REC_END, 0, 14, &[2, 0, 0, 0]));
         let mut out = Vec::new();
         parse_records(&d, &mut out).unwrap();
-        assert_eq!(out.len(), 14);
+        assert_eq!(out.len(), 15);
+        assert_eq!(out[13].body, RecordBody::Event(Event::LockHandoff { vcpu: 1, pos: 901 }));
         let regs = Regs::from_array(&std::array::from_fn(|i| i as u64 + 1));
         assert_eq!(out[0].body, RecordBody::Event(Event::Start { vcpu: 0, pos: 77 }));
         assert_eq!(out[1].body, RecordBody::Event(Event::Syscall { vcpu: 0, regs }));
@@ -390,7 +397,7 @@ mod tests {
             out[11].body,
             RecordBody::Event(Event::Rdmsr { vcpu: 0, msr: 0x3a, value: 0, fault: true })
         );
-        assert_eq!(out[13], Record { seq: 13, body: RecordBody::EndPanic });
+        assert_eq!(out[14], Record { seq: 14, body: RecordBody::EndPanic });
     }
 
     #[test]

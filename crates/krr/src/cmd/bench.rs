@@ -112,6 +112,7 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         append: String::new(),
         timeout: Some(args.timeout),
         quiet: true,
+        emu_seed: None,
     };
     let mut cfg = vm.config(&[format!("/bin/{w}")])?;
     cfg.echo = Echo::Nothing;

@@ -43,9 +43,13 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    if args.vm.smp != 1 {
+    if !(1..=8).contains(&args.vm.smp) {
+        bail!("--smp {}: krr records 1 to 8 vCPUs", args.vm.smp);
+    }
+    if args.vm.smp > 1 && args.from_boot {
         bail!(
-            "--smp {}: recording more than one vCPU needs the kernel lock, which is not built yet; use --smp 1",
+            "--from-boot with --smp {}: a multi-core recording starts at /init, once every vCPU is up and \
+             under the kernel lock (docs/multicore.md); record the kernel from boot with --smp 1",
             args.vm.smp
         );
     }

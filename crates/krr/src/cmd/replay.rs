@@ -81,9 +81,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             trace.events.len()
         );
     }
-    let (cpu, mem, meta) = load_snapshot(&trace)?;
+    let (cpus, mem, meta) = load_snapshot(&trace)?;
     let hooks = Hooks::from_vmlinux(&vmlinux)?;
-    let mut r = Replayer::new(cpu, mem, hooks, &trace.events);
+    let mut r = Replayer::new(cpus, mem, hooks, &trace.events);
     r.check_status_flags(meta.backend == "emu");
     if let Some(addr) = &args.gdb {
         return super::gdb::serve(r, &trace, &vmlinux, addr);

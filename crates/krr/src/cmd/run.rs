@@ -62,6 +62,11 @@ pub struct VmArgs {
     /// log.
     #[arg(long, short)]
     pub quiet: bool,
+    /// emu backend: give each vCPU turn a pseudo-random length (256 to 32,768 instructions)
+    /// drawn from SEED instead of a fixed 4,096, so vCPUs interleave differently for each seed
+    /// (still deterministically): to record other interleavings of a race.
+    #[arg(long, value_name = "SEED")]
+    pub emu_seed: Option<u64>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -114,6 +119,7 @@ impl VmArgs {
             record: None,
             interrupt: Some(super::interrupt_flag()?),
             profile: false,
+            emu_seed: self.emu_seed,
         })
     }
 }
