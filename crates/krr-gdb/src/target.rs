@@ -199,9 +199,10 @@ impl<'a> ReplayTarget<'a> {
     pub fn when(&self) -> String {
         let s = &self.tl.session;
         format!(
-            "event {} of {}, vCPU 0, krr_pos {}, instructions {}, step {}, rip {:#x}",
+            "event {} of {}, vCPU {}, krr_pos {}, instructions {}, step {}, rip {:#x}",
             s.event_index(),
             s.events().len(),
+            s.vcpu(),
             s.krr_pos().map_or("?".into(), |p| p.to_string()),
             s.instructions(),
             s.steps(),

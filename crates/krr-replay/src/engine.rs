@@ -399,6 +399,10 @@ pub struct Replayer<'a> {
     by_vcpu: Vec<Vec<usize>>,
     /// The running vCPU changed at the last boundary (its first instruction is not stepped over).
     switched: bool,
+    /// Acquire spins the running vCPU went through without parking while another vCPU's event
+    /// is next, and the cursor they were counted at: a vCPU that keeps waiting for the lock
+    /// while the log says another one runs has diverged (else replay would spin forever).
+    idle_spins: (usize, u64),
     hooks: Hooks,
     events: &'a [Event],
     open_reads: HashMap<u64, OpenRead>,
@@ -451,6 +455,7 @@ impl<'a> Replayer<'a> {
             parked,
             by_vcpu,
             switched: false,
+            idle_spins: (usize::MAX, 0),
             hooks,
             events,
             open_reads: HashMap::new(),
@@ -643,6 +648,39 @@ impl<'a> Replayer<'a> {
                 c.icount.wrapping_sub(self.start_icount[i])
             })
             .sum()
+    }
+
+    /// The running vCPU takes the lock without a hand-off: fine, unless it keeps doing so while
+    /// the log says another vCPU's turn is next (it is spinning on something replay will never
+    /// give it).
+    fn count_idle_spin(
+        &mut self,
+        log: &mut Log<'_>,
+        pos: u64,
+        next: Option<usize>,
+    ) -> Result<(), Box<Divergence>> {
+        const MAX_IDLE_SPINS: u64 = 100_000;
+        let at = log.peek_index();
+        if log.peek().is_none_or(|e| e.vcpu() == self.cur) {
+            return Ok(());
+        }
+        if self.idle_spins.0 != at {
+            self.idle_spins = (at, 0);
+        }
+        self.idle_spins.1 += 1;
+        if self.idle_spins.1 < MAX_IDLE_SPINS {
+            return Ok(());
+        }
+        let mine =
+            next.map_or_else(|| "none".to_string(), |j| format!("{} (event {j})", describe(&self.events[j])));
+        let exp = log.expected();
+        Err(self.divergence(
+            log,
+            format!(
+                "vCPU {} took the kernel lock {MAX_IDLE_SPINS} times (now at pos {pos}) without reaching its next event, {mine}; the log expects {exp}",
+                self.cur
+            ),
+        ))
     }
 
     /// Whether the running vCPU changed since the last call.
@@ -1120,10 +1158,13 @@ impl<'a> Replayer<'a> {
                 // next event is a hand-off at this position, others ran first in the recording:
                 // they run first now too, and it waits here.
                 let pos = self.krr_pos();
-                let Some(j) = self.next_of(log, self.cur) else { return Ok(()) };
-                if !matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos) {
-                    return Ok(());
+                let next = self.next_of(log, self.cur);
+                if !next
+                    .is_some_and(|j| matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos))
+                {
+                    return self.count_idle_spin(log, pos, next);
                 }
+                let j = next.unwrap_or_default();
                 if log.peek_index() == j {
                     log.take();
                     return Ok(());

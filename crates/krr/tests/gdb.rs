@@ -307,3 +307,39 @@ fn a_recorded_panic_walked_backwards() {
     assert_eq!(w[2], w[0], "{out}");
     assert!(out.contains("sysrq_handle_crash + "), "one instruction back is the call in the caller: {out}");
 }
+
+/// One recording of /bin/smp-munmap on two vCPUs (TLB shootdowns: `flush_tlb_func` runs on
+/// both).
+fn smp_trace() -> PathBuf {
+    static TRACE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    TRACE
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = common::record_emu_with(&tmp.path().join("t"), &["--smp", "2"], &["/bin/smp-munmap"]);
+            assert_eq!(out.status.code(), Some(0), "record: {}", text(&out.stderr));
+            tmp
+        })
+        .path()
+        .join("t")
+}
+
+/// The debugger follows the replay from vCPU to vCPU: a breakpoint in the TLB flush is hit on
+/// both (the sender flushes its own TLB, the IPI's receiver its own), `monitor when` names the
+/// vCPU, and reverse-continue goes back to the previous hit on whichever vCPU it was.
+#[test]
+fn breakpoints_follow_the_replay_across_vcpus() {
+    let mut script = String::from("break flush_tlb_func\n");
+    for _ in 0..8 {
+        script.push_str("continue\nmonitor when\n");
+    }
+    script.push_str("reverse-continue\nmonitor when\n");
+    let out = gdb_on(&smp_trace(), &script);
+    let w = whens(&out);
+    assert_eq!(w.len(), 9, "{out}");
+    let rip = format!("rip {:#x}", symbol("flush_tlb_func"));
+    assert!(w.iter().all(|l| l.ends_with(&rip)), "every stop at the breakpoint: {w:?}");
+    let vcpus: std::collections::BTreeSet<&str> =
+        w[..8].iter().filter_map(|l| l.split(", ").find(|p| p.starts_with("vCPU "))).collect();
+    assert_eq!(vcpus.len(), 2, "hits on both vCPUs: {w:?}");
+    assert_eq!(w[8], w[6], "reverse-continue returns to the previous hit: {w:?}");
+}

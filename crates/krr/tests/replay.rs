@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::guest_dir;
-use krr_trace::{Event, TraceReader, TraceWriter, WriterOptions};
+use common::{guest_dir, perturbed};
+use krr_trace::{Event, TraceReader};
 
 fn krr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_krr"))
@@ -38,35 +38,6 @@ fn replay(trace: &Path, extra: &[&str]) -> Output {
 fn summary(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
-}
-
-/// A copy of `trace` at `to` with `change` applied to its events (index, event).
-fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut Event)) {
-    let mut r = TraceReader::open(trace).unwrap();
-    let header = r.header().clone();
-    let console = r.console().unwrap();
-    let events: Vec<Event> = r.events().map(|e| e.unwrap().event).collect();
-    let mut w = TraceWriter::create(to, header.clone(), WriterOptions::default()).unwrap();
-    std::fs::copy(trace.join("snapshot"), w.snapshot_path()).unwrap();
-    w.set_snapshot(header.snapshot.clone().unwrap()).unwrap();
-    let mut at = 0usize;
-    for (i, mut e) in events.into_iter().enumerate() {
-        match e {
-            Event::Console { vcpu, len } => {
-                w.console(vcpu, &console[at..at + len as usize]).unwrap();
-                at += len as usize;
-            }
-            Event::End { vcpu, reason } => {
-                w.finish(vcpu, reason, 0).unwrap();
-                return;
-            }
-            _ => {
-                change(i as u64, &mut e);
-                w.append(&e).unwrap();
-            }
-        }
-    }
-    panic!("no end event");
 }
 
 #[test]

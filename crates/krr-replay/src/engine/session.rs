@@ -188,8 +188,14 @@ impl<'a> Session<'a> {
         Ok(s)
     }
 
+    /// The CPU state of the vCPU that runs now (holds the kernel lock).
     pub fn cpu(&self) -> &Cpu {
         &self.r.cpu
+    }
+
+    /// The number of the vCPU that runs now.
+    pub fn vcpu(&self) -> u32 {
+        self.r.cur
     }
 
     pub fn mem(&self) -> &FlatMemory {

@@ -20,7 +20,11 @@ pub struct Profile {
     pub trace_pc_calls: u64,
     /// Instructions inside the guest agent's functions (`krr_*`: hooks and ring).
     pub agent: u64,
+    /// Of those, instructions in the kernel lock's acquire spin `krr_lock_spin`: vCPUs waiting
+    /// for the lock (on emu, virtual time is instructions, so this is their waiting time).
+    pub lock_spin: u64,
     start_rip: u64,
+    lock_range: (u64, u64),
     started: bool,
     trace_pc: u64,
     /// Sorted, disjoint [start, end) ranges of the agent's functions.
@@ -45,7 +49,9 @@ impl Profile {
             .collect();
         agent_ranges.sort_unstable();
         agent_ranges.dedup();
-        Ok(Profile { start_rip, trace_pc, agent_ranges, ..Default::default() })
+        let lock_range =
+            syms.iter().find(|s| s.name == "krr_lock_spin").map_or((0, 0), |s| (s.addr, s.addr + s.size));
+        Ok(Profile { start_rip, trace_pc, agent_ranges, lock_range, ..Default::default() })
     }
 
     /// Account for the instruction `cpu` is about to execute.
@@ -69,6 +75,9 @@ impl Profile {
         let i = self.agent_ranges.partition_point(|r| r.0 <= rip);
         if i > 0 && rip < self.agent_ranges[i - 1].1 {
             self.agent += 1;
+            if (self.lock_range.0..self.lock_range.1).contains(&rip) {
+                self.lock_spin += 1;
+            }
         }
     }
 

@@ -827,7 +827,8 @@ impl Bench {
         );
         let _ = writeln!(
             s,
-            "--smp 2: not measured; krr refuses to record more than one vCPU until the kernel lock exists (issue 7)."
+            "Multi-core: this table is one vCPU; `cargo bench -p krr-vmm --bench smp_scaling` compares krr run and \
+             krr record at --smp 1, 2 and 4 (docs/multicore.md)."
         );
         for w in ws {
             if w.replays_verified > 0 {
@@ -903,7 +904,7 @@ impl Bench {
             "smp": 1,
             "reps": self.reps,
             "seconds": elapsed,
-            "smp2": "not measured: krr records one vCPU only (issue 7)",
+            "smp2": "see cargo bench -p krr-vmm --bench smp_scaling (docs/multicore.md)",
             "workloads": items,
         })
     }

@@ -20,6 +20,11 @@ use super::run::{parse_size, VmArgs};
 /// or krr is interrupted (Ctrl-C, SIGTERM); in every case the trace is sealed and `krr dump`
 /// reads it. A recorder killed outright leaves a trace readable up to its last written block.
 ///
+/// With --smp N (up to 8) the guest kernel runs under the agent's kernel lock: one vCPU at a
+/// time in the kernel, user space in parallel, every hand-off in the trace (docs/multicore.md).
+/// Bugs that need two CPUs inside the kernel at the same instant cannot be recorded. On the emu
+/// backend --emu-seed SEED records another interleaving of the vCPUs for each seed.
+///
 /// Exit status: the workload's own; 125 if the guest kernel panicked or reset, or the backend
 /// could not run the guest; 124 if --timeout expired; 130 if interrupted; 1 on errors.
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,12 @@ pub fn guest_dir() -> PathBuf {
 /// binary records).
 #[allow(dead_code)]
 pub fn record_emu(trace: &Path, workload: &str) -> Output {
+    record_emu_with(trace, &[], &[&format!("/bin/{workload}")])
+}
+
+/// `krr record --accel emu` with `extra` options (`--smp 4`, ...) of the guest command `cmd`.
+#[allow(dead_code)]
+pub fn record_emu_with(trace: &Path, extra: &[&str], cmd: &[&str]) -> Output {
     let dir = guest_dir();
     Command::new(env!("CARGO_BIN_EXE_krr"))
         .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
@@ -28,8 +34,40 @@ pub fn record_emu(trace: &Path, workload: &str) -> Output {
         .arg(dir.join("vmlinux"))
         .arg("--initrd")
         .arg(dir.join("initramfs.cpio"))
+        .args(extra)
         .arg("--")
-        .arg(format!("/bin/{workload}"))
+        .args(cmd)
         .output()
         .unwrap()
+}
+
+/// A copy of `trace` at `to` with `change` applied to its events (index, event).
+#[allow(dead_code)]
+pub fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut krr_trace::Event)) {
+    let mut r = krr_trace::TraceReader::open(trace).unwrap();
+    let header = r.header().clone();
+    let console = r.console().unwrap();
+    let events: Vec<krr_trace::Event> = r.events().map(|e| e.unwrap().event).collect();
+    let mut w =
+        krr_trace::TraceWriter::create(to, header.clone(), krr_trace::WriterOptions::default()).unwrap();
+    std::fs::copy(trace.join("snapshot"), w.snapshot_path()).unwrap();
+    w.set_snapshot(header.snapshot.clone().unwrap()).unwrap();
+    let mut at = 0usize;
+    for (i, mut e) in events.into_iter().enumerate() {
+        match e {
+            krr_trace::Event::Console { vcpu, len } => {
+                w.console(vcpu, &console[at..at + len as usize]).unwrap();
+                at += len as usize;
+            }
+            krr_trace::Event::End { vcpu, reason } => {
+                w.finish(vcpu, reason, 0).unwrap();
+                return;
+            }
+            _ => {
+                change(i as u64, &mut e);
+                w.append(&e).unwrap();
+            }
+        }
+    }
+    panic!("no end event");
 }
