@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 krr=target/release/krr
-[ -x "$krr" ] || cargo build --release -p krr
+cargo build --release --quiet -p krr   # up to date (a stale binary would not match the guest)
 
 step "krr doctor: what this host offers"
 "$krr" doctor
@@ -29,6 +29,11 @@ step "krr dump TRACE --stats; krr dump TRACE 0-12"
 "$krr" dump "$tmp/trace" 0-12
 step "krr replay TRACE   (the kernel re-executed on krr's emulator, every event checked)"
 "$krr" replay "$tmp/trace"
+
+step "krr record --smp 2 -- /bin/smp-pipes; krr replay   (two vCPUs under the kernel lock, docs/multicore.md)"
+"$krr" record --quiet --smp 2 -o "$tmp/trace-smp" -- /bin/smp-pipes
+"$krr" dump "$tmp/trace-smp" --stats | tail -3
+"$krr" replay "$tmp/trace-smp"
 
 step "krr run -- /bin/hello   (boots Linux 6.1 on the backend krr doctor chose)"
 "$krr" run -- /bin/hello

@@ -499,6 +499,10 @@ pub struct Cpu {
     pub nmi_pending: bool,
     /// NMIs are blocked from NMI delivery until the next IRET.
     pub nmi_blocked: bool,
+    /// PAUSE instructions executed: not architectural state; the `emu` backend ends a vCPU's
+    /// turn at one, as pause-loop exiting does on hardware, so a vCPU spinning for a lock
+    /// another vCPU holds hands the host thread over at once.
+    pub pauses: u64,
     pub(crate) tlb: Tlb,
     pub(crate) cache: DecodeCache,
 }
@@ -544,6 +548,7 @@ impl Cpu {
             pending_db: false,
             nmi_pending: false,
             nmi_blocked: false,
+            pauses: 0,
             tlb: Tlb::default(),
             cache: DecodeCache::default(),
         }

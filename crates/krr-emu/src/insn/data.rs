@@ -210,6 +210,13 @@ fn nop(_ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
     Ok(())
 }
 
+/// A spin-loop hint: architecturally a NOP; counted so a VMM can end the vCPU's time slice
+/// (pause-loop exiting).
+fn pause(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
+    ctx.cpu.pauses += 1;
+    Ok(())
+}
+
 fn mov_rr(ctx: &mut Ctx<'_>, d: &Decoded) -> ExResult {
     let v = ctx.cpu.gpr[d.r1];
     ctx.set_gpr(d.r0, d.size, v);
@@ -332,8 +339,9 @@ pub(crate) fn handler(code: Code, m: Mnemonic) -> Option<Handler> {
         Mnemonic::Xlatb => xlat,
         Mnemonic::Sahf => sahf,
         Mnemonic::Clc | Mnemonic::Stc | Mnemonic::Cmc | Mnemonic::Cld | Mnemonic::Std => flag_op,
-        // ENDBR is a NOP while CET is off (krr's CPUID offers no CET); PAUSE is a hint.
-        Mnemonic::Nop | Mnemonic::Endbr64 | Mnemonic::Endbr32 | Mnemonic::Pause => nop,
+        // ENDBR is a NOP while CET is off (krr's CPUID offers no CET).
+        Mnemonic::Nop | Mnemonic::Endbr64 | Mnemonic::Endbr32 => nop,
+        Mnemonic::Pause => pause,
         // Prefetches are hints.
         Mnemonic::Prefetchnta
         | Mnemonic::Prefetcht0

@@ -490,6 +490,7 @@ impl EmuVm {
                 return EmuStop::Budget;
             }
             let mut ran_any = false;
+            let smp = self.cpus.len() > 1;
             for i in 0..self.cpus.len() {
                 if self.state[i] != RunState::Running {
                     continue;
@@ -516,6 +517,9 @@ impl EmuVm {
                 };
                 let prof = &mut self.profile;
                 let now0 = plat.bus.now;
+                // Pause-loop exiting: with other vCPUs to run, a PAUSE (a spin loop, e.g. waiting
+                // for the kernel lock another vCPU holds) ends the turn.
+                let pauses0 = if smp { cpu.pauses } else { u64::MAX };
                 let r = cpu.run(&mut self.mem, &mut plat, q, |c| {
                     if let Some(p) = prof.as_mut() {
                         p.observe(c);
@@ -524,6 +528,7 @@ impl EmuVm {
                     // A timer armed during this quantum is due: stop there.
                     (c.icount > before && now0 + (c.icount - before) >= deadline.get())
                         || agent_flag.load(Ordering::Relaxed)
+                        || c.pauses > pauses0
                 });
                 let ran = cpu.icount - before;
                 self.instructions += ran;
