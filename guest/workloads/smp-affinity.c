@@ -8,7 +8,7 @@
  * (migration_cpu_stop via stop_one_cpu on the task's CPU, a remote wakeup of the stopper),
  * move_queued_task between runqueues (double rq locks), select_task_rq on wakeup of a sleeping
  * task whose mask changed, the vDSO/syscall getcpu, /proc/<pid>/stat of a task on another CPU. */
-#include "wl.h"
+#include "smp.h"
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -19,38 +19,6 @@
 
 #define LAPS 3 /* each mover visits every CPU LAPS times */
 #define MAXT 64
-
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-/* The CPUs this process may run on (in the guest: every online CPU, as many as
- * sysconf(_SC_NPROCESSORS_ONLN)); from the affinity mask so `taskset -c 0` simulates one CPU. */
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static int set_cpu(pid_t pid, int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(pid, sizeof set, &set);
-}
 
 static int getcpu_syscall(void)
 {
@@ -126,14 +94,6 @@ static int stat_cpu(pid_t pid)
             p++;
     }
     return -1;
-}
-
-static int wait_status(pid_t pid)
-{
-    int status;
-    if (waitpid(pid, &status, 0) != pid)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
 }
 
 int main(int argc, char **argv)

@@ -4,7 +4,7 @@
  * Multi-core kernel paths: sched_setaffinity migration (stopper thread), one futex hash bucket
  * locked from several CPUs at once, remote wakeups (try_to_wake_up of a task sleeping on another
  * CPU: wake list + reschedule IPI), idle entry/exit on every CPU. */
-#include "wl.h"
+#include "smp.h"
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -17,59 +17,18 @@
 #define LAPS 20   /* token ring laps */
 #define MAXT 64
 
-/* The CPUs this process may run on, in order. In the guest that is every online CPU (the count
- * equals sysconf(_SC_NPROCESSORS_ONLN)); taking them from the affinity mask also lets
- * `taskset -c 0` simulate a single CPU on a host. */
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static long futex(atomic_int *uaddr, int op, int val)
-{
-    return syscall(SYS_futex, (int *)uaddr, op, val, NULL, NULL, 0);
-}
-
-/* Drepper's "futexes are tricky" mutex: 0 free, 1 locked, 2 locked and maybe waiters. */
+/* Drepper's futex mutex (smp.h), private to this process. */
 static atomic_int lockword;
 static long counter; /* protected by lockword; deliberately not atomic */
 
 static void lock(void)
 {
-    int c = 0;
-    if (atomic_compare_exchange_strong(&lockword, &c, 1))
-        return;
-    if (c != 2)
-        c = atomic_exchange(&lockword, 2);
-    while (c != 0) {
-        futex(&lockword, FUTEX_WAIT_PRIVATE, 2);
-        c = atomic_exchange(&lockword, 2);
-    }
+    futex_lock(&lockword, FUTEX_PRIVATE_FLAG, NULL, 0);
 }
 
 static void unlock(void)
 {
-    if (atomic_fetch_sub(&lockword, 1) != 1) {
-        atomic_store(&lockword, 0);
-        futex(&lockword, FUTEX_WAKE_PRIVATE, 1);
-    }
+    futex_unlock(&lockword, FUTEX_PRIVATE_FLAG);
 }
 
 static int nthreads;
@@ -119,11 +78,11 @@ static void *worker(void *arg)
     for (int lap = 0; lap < LAPS; lap++) {
         int cur;
         while ((cur = atomic_load(&ring[t])) <= lap)
-            futex(&ring[t], FUTEX_WAIT_PRIVATE, cur);
+            futex(&ring[t], FUTEX_WAIT_PRIVATE, cur, NULL);
         r->ring_bad += token != lap * nthreads + t;
         token++;
         atomic_fetch_add(&ring[next], 1);
-        futex(&ring[next], FUTEX_WAKE_PRIVATE, 1);
+        futex(&ring[next], FUTEX_WAKE_PRIVATE, 1, NULL);
     }
 
     b = pthread_barrier_wait(&barrier); /* round 3: ring finished */

@@ -8,7 +8,7 @@
  * Multi-core kernel paths: everything at once on all CPUs - fork/exec/exit/wait with remote
  * wakeups of parents, shared futexes (keys on a shmem page) contended across CPUs, pipe wakeups,
  * tmpfs page allocation, page faults and TLB flushes, hrtimers for nanosleep on every CPU. */
-#include "wl.h"
+#include "smp.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,7 +18,6 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -29,38 +28,6 @@
 #define ANON_PAGES 16
 #define MAXW 64
 #define GIVE_UP 20 /* a futex wait that times out (1 s) this many times in a row: failure, no hang */
-
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-/* The CPUs this process may run on (in the guest: every online CPU, as many as
- * sysconf(_SC_NPROCESSORS_ONLN)); from the affinity mask so `taskset -c 0` simulates one CPU. */
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static int pin_self(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set) == 0 && sched_getcpu() == cpu ? 0 : -1;
-}
 
 /* Error bits a worker reports. */
 enum {
@@ -79,43 +46,18 @@ struct shared { /* MAP_SHARED between the parent and the workers */
 static struct shared *sh;
 static int nw;
 
-static long futex(atomic_int *uaddr, int op, int val, const struct timespec *ts)
-{
-    return syscall(SYS_futex, (int *)uaddr, op, val, ts, NULL, 0);
-}
-
-/* FUTEX_WAIT (shared: the word is in a MAP_SHARED page) with a 1 s timeout; counts timeouts. */
-static int wait_on(atomic_int *w, int val, int *timeouts)
-{
-    struct timespec ts = {1, 0};
-    if (futex(w, FUTEX_WAIT, val, &ts) == 0 || errno != ETIMEDOUT) {
-        *timeouts = 0;
-        return 0;
-    }
-    return ++*timeouts >= GIVE_UP ? -1 : 0;
-}
+/* The shared futex words (in a MAP_SHARED page: no FUTEX_PRIVATE_FLAG) are waited on for 1 s at a
+ * time; GIVE_UP timeouts in a row are a failure, not a hang. */
+static const struct timespec one_second = {1, 0};
 
 static int lock(void)
 {
-    int c = 0, timeouts = 0;
-    if (atomic_compare_exchange_strong(&sh->lock, &c, 1))
-        return 0;
-    if (c != 2)
-        c = atomic_exchange(&sh->lock, 2);
-    while (c != 0) {
-        if (wait_on(&sh->lock, 2, &timeouts) != 0)
-            return -1;
-        c = atomic_exchange(&sh->lock, 2);
-    }
-    return 0;
+    return futex_lock(&sh->lock, 0, &one_second, GIVE_UP);
 }
 
 static void unlock(void)
 {
-    if (atomic_fetch_sub(&sh->lock, 1) != 1) {
-        atomic_store(&sh->lock, 0);
-        futex(&sh->lock, FUTEX_WAKE, 1, NULL);
-    }
+    futex_unlock(&sh->lock, 0);
 }
 
 static int barrier(void)
@@ -128,32 +70,15 @@ static int barrier(void)
         return 0;
     }
     while (atomic_load(&sh->bar_gen) == gen)
-        if (wait_on(&sh->bar_gen, gen, &timeouts) != 0)
+        if (futex_wait(&sh->bar_gen, FUTEX_WAIT, gen, &one_second, &timeouts, GIVE_UP) != 0)
             return -1;
     return 0;
 }
 
-/* Test data: 64-bit words from an LCG seeded by (round, what) - cheap to make and to check under
- * an instruction-counting interpreter. n is a multiple of 8. */
-static void fill(unsigned char *buf, size_t n, int round, int what)
+/* The seed of the test data (smp.h's fill) of worker or file `what` in round `round`. */
+static uint64_t seed(int round, int what)
 {
-    uint64_t x = (uint64_t)(round * 1000 + what) * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < n; i += 8) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        uint64_t v = x ^ (x >> 29);
-        memcpy(buf + i, &v, 8);
-    }
-}
-
-static uint64_t hash(const unsigned char *buf, size_t n) /* FNV-1a over 64-bit words */
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, buf + i, 8);
-        h = (h ^ v) * 1099511628211ull;
-    }
-    return h;
+    return (uint64_t)(round * 1000 + what);
 }
 
 static int worker(int round, int w, int in, int out)
@@ -166,7 +91,7 @@ static int worker(int round, int w, int in, int out)
 
     /* Pipe ring: 8 KiB to worker w+1 (fits in the pipe: no deadlock), then read worker w-1's. */
     unsigned char buf[PIPE_BYTES], want[PIPE_BYTES];
-    fill(buf, PIPE_BYTES, round, w);
+    fill(buf, PIPE_BYTES, seed(round, w));
     for (size_t off = 0; off < PIPE_BYTES;) {
         ssize_t n = write(out, buf + off, off == 0 ? 3000 : PIPE_BYTES - off);
         if (n <= 0) {
@@ -193,7 +118,7 @@ static int worker(int round, int w, int in, int out)
         }
     }
     close(in);
-    fill(want, PIPE_BYTES, round, from);
+    fill(want, PIPE_BYTES, seed(round, from));
     if (got != PIPE_BYTES || memcmp(buf, want, PIPE_BYTES) != 0)
         err |= E_PIPE;
     uint64_t h = hash(buf, (size_t)got);
@@ -219,8 +144,7 @@ static int worker(int round, int w, int in, int out)
         execv(args[0], args);
         _exit(127);
     }
-    int status;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    if (pid > 0 && wait_status(pid) == 0)
         execs++;
     else
         err |= E_EXEC;
@@ -230,7 +154,7 @@ static int worker(int round, int w, int in, int out)
     char path[64];
     snprintf(path, sizeof path, DIR_PATH "/w%d", w);
     unsigned char data[FILE_BYTES], back[FILE_BYTES];
-    fill(data, FILE_BYTES, round, 500 + w);
+    fill(data, FILE_BYTES, seed(round, 500 + w));
     int fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0644);
     if (fd >= 0 && write(fd, data, FILE_BYTES) == FILE_BYTES && fsync(fd) == 0 &&
         pread(fd, back, FILE_BYTES, 0) == FILE_BYTES && memcmp(data, back, FILE_BYTES) == 0) {
@@ -326,22 +250,14 @@ int main(int argc, char **argv)
             pid_t pid = fork();
             if (pid == 0) {
                 int in = ring[(w + nw - 1) % nw][0], out = ring[w][1];
-                for (int k = 0; k < nw; k++) {
-                    if (ring[k][0] != in)
-                        close(ring[k][0]);
-                    if (ring[k][1] != out)
-                        close(ring[k][1]);
-                }
+                close_pipes(ring, nw, in, out);
                 _exit(worker(r, w, in, out));
             }
             if (!CHECK(pid > 0, "fork worker %d", w))
                 break;
             pids[forked++] = pid;
         }
-        for (int w = 0; w < nw; w++) {
-            close(ring[w][0]);
-            close(ring[w][1]);
-        }
+        close_pipes(ring, nw, -1, -1);
         for (int w = 0; w < forked; w++) {
             int status = -1;
             pid_t got = waitpid(pids[w], &status, 0); /* not inside CHECK: its arguments print status */
@@ -353,7 +269,7 @@ int main(int argc, char **argv)
         for (int w = 0; w < nw; w++) {
             int from = (w + nw - 1) % nw;
             static unsigned char data[PIPE_BYTES];
-            fill(data, PIPE_BYTES, r, from);
+            fill(data, PIPE_BYTES, seed(r, from));
             uint64_t want = hash(data, PIPE_BYTES);
             CHECK(sh->res[w].hash == want && sh->res[w].piped == PIPE_BYTES, "round %d worker %d: pipe data", r, w);
             piped += sh->res[w].piped;

@@ -11,14 +11,13 @@
  * the CPUs running the mm, mm_cpumask / lazy-TLB tracking, page freeing after a remote flush
  * (mmu_gather), concurrent page faults of one mm on several CPUs (mmap_lock read side vs the main
  * thread's write side), futex wakeups across CPUs. */
-#include "wl.h"
+#include "smp.h"
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 
 #define PAGES 64
 #define VICTIM 24        /* first victim page */
@@ -27,43 +26,6 @@
 #define MAXT 63
 
 enum { TOUCH_FRESH, TOUCH_READONLY }; /* fresh: expect zeros, write markers; read-only: expect markers */
-
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-/* The CPUs this process may run on (in the guest: every online CPU, as many as
- * sysconf(_SC_NPROCESSORS_ONLN)); from the affinity mask so `taskset -c 0` simulates one CPU. */
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static int pin_self(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set) == 0 && sched_getcpu() == cpu ? 0 : -1;
-}
-
-static long futex(atomic_int *uaddr, int op, int val)
-{
-    return syscall(SYS_futex, (int *)uaddr, op, val, NULL, NULL, 0);
-}
 
 static unsigned char *region;
 static long pagesz;
@@ -115,7 +77,7 @@ static void *worker(void *arg)
             seen = r;
             me->rounds++;
             if (atomic_fetch_add(&acked, 1) + 1 == nthreads)
-                futex(&acked, FUTEX_WAKE_PRIVATE, 1);
+                futex(&acked, FUTEX_WAKE_PRIVATE, 1, NULL);
             continue;
         }
         /* Keep running in this mm, on stable pages only, until the next announcement. */
@@ -134,7 +96,7 @@ static void run_round(int r, int m)
     atomic_store(&round_no, r);
     int a;
     while ((a = atomic_load(&acked)) < nthreads)
-        futex(&acked, FUTEX_WAIT_PRIVATE, a);
+        futex(&acked, FUTEX_WAIT_PRIVATE, a, NULL);
 }
 
 /* Every thread's slot on every victim page holds want(r, t). */

@@ -5,7 +5,7 @@
  * Multi-core kernel paths: pipe_write/pipe_read on different CPUs contending on the pipe mutex,
  * remote wakeups of the peer (wait queues, wake list / reschedule IPI), page freeing on another CPU
  * than the allocating one, fork + exit + wait across CPUs. */
-#include "wl.h"
+#include "smp.h"
 #include <sched.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -14,61 +14,7 @@
 #define LAPS 50
 #define MAXP 64
 
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-/* The CPUs this process may run on (in the guest: every online CPU, as many as
- * sysconf(_SC_NPROCESSORS_ONLN)); from the affinity mask so `taskset -c 0` simulates one CPU. */
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static int pin_self(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set) == 0 && sched_getcpu() == cpu ? 0 : -1;
-}
-
-/* The stream of pair `pair`: 64-bit words from an LCG (cheap to make and check, which matters
- * under an instruction-counting interpreter). n is a multiple of 8. */
-static void fill(unsigned char *buf, size_t n, int pair)
-{
-    uint64_t x = (uint64_t)pair * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < n; i += 8) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        uint64_t v = x ^ (x >> 29);
-        memcpy(buf + i, &v, 8);
-    }
-}
-
-static uint64_t hash(const unsigned char *buf, size_t n) /* FNV-1a over 64-bit words */
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, buf + i, 8);
-        h = (h ^ v) * 1099511628211ull;
-    }
-    return h;
-}
-
+/* stream: the data of one pair, smp.h's fill() seeded with the pair's number. */
 static unsigned char stream[TOTAL], recv_buf[TOTAL + 4096];
 
 struct report { /* reader -> parent, one atomic pipe write */
@@ -79,7 +25,7 @@ struct report { /* reader -> parent, one atomic pipe write */
 
 static int writer(int pair, size_t bytes, int fd)
 {
-    fill(stream, bytes, pair);
+    fill(stream, bytes, (uint64_t)pair);
     size_t sent = 0;
     for (int c = 0; sent < bytes; c++) {
         size_t n = 512 + (size_t)(c * 733) % 3584; /* 512 .. 4095 bytes, uneven */
@@ -105,7 +51,7 @@ static int reader(int pair, size_t bytes, int fd, int rep)
             break;
         r.got += (size_t)n;
     }
-    fill(stream, bytes, pair);
+    fill(stream, bytes, (uint64_t)pair);
     r.bad = r.got != bytes || memcmp(stream, recv_buf, bytes) != 0;
     r.hash = hash(recv_buf, r.got);
     return write(rep, &r, sizeof r) == sizeof r ? 0 : 3;
@@ -113,8 +59,7 @@ static int reader(int pair, size_t bytes, int fd, int rep)
 
 static int wait_ok(pid_t pid)
 {
-    int status;
-    return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return wait_status(pid) == 0;
 }
 
 /* Ring member j: LAPS times read the token from in, check it, pass it on (the last one of the
@@ -188,7 +133,7 @@ int main(int argc, char **argv)
         reports++;
         if (!CHECK(r.pair >= 0 && r.pair < np, "report from pair %d", r.pair))
             continue;
-        fill(stream, per, r.pair);
+        fill(stream, per, (uint64_t)r.pair);
         uint64_t want = hash(stream, per);
         CHECK(r.got == per && r.bad == 0 && r.hash == want, "pair %d: %zu bytes, %s, hash %#llx (want %#llx)", r.pair,
               r.got, r.bad ? "wrong data" : "data ok", (unsigned long long)r.hash, (unsigned long long)want);
@@ -217,12 +162,7 @@ int main(int argc, char **argv)
         pid_t pid = fork();
         if (pid == 0) {
             int in = ring[j][0], out = ring[(j + 1) % m][1];
-            for (int k = 0; k < m; k++) {
-                if (ring[k][0] != in)
-                    close(ring[k][0]);
-                if (ring[k][1] != out)
-                    close(ring[k][1]);
-            }
+            close_pipes(ring, m, in, out);
             close(done[0]);
             if (j != m - 1)
                 close(done[1]);
@@ -232,10 +172,7 @@ int main(int argc, char **argv)
         if (CHECK(pid > 0, "fork ring member %d", j))
             pids[nkids++] = pid;
     }
-    for (int j = 0; j < m; j++) {
-        close(ring[j][0]);
-        close(ring[j][1]);
-    }
+    close_pipes(ring, m, -1, -1);
     close(done[1]);
     tok = 0;
     ssize_t got = read(done[0], &tok, sizeof tok);

@@ -8,7 +8,7 @@
  * taken from several CPUs, the shared file's inode lock serializing O_APPEND writers, shmem page
  * allocation and freeing on every CPU (per-CPU page lists), fork + exit + wait across CPUs, remote
  * wakeups when the start gate opens. */
-#include "wl.h"
+#include "smp.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -23,53 +23,11 @@
 #define RECSZ 64
 #define MAXP 64
 
-static int ncpu;
-static int cpu_ids[CPU_SETSIZE];
-
-/* The CPUs this process may run on (in the guest: every online CPU, as many as
- * sysconf(_SC_NPROCESSORS_ONLN)); from the affinity mask so `taskset -c 0` simulates one CPU. */
-static void cpus_init(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set))
-                cpu_ids[ncpu++] = c;
-    if (ncpu == 0) {
-        ncpu = 1;
-        cpu_ids[0] = 0;
-    }
-}
-
-static int cpu_of(int i)
-{
-    return cpu_ids[i % ncpu];
-}
-
-static int pin_self(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(0, sizeof set, &set);
-}
-
+/* File (p, f): file_size(p, f) bytes of smp.h's fill() seeded with p * FILES + f (the buffer needs
+ * room for the size rounded up to 8). */
 static size_t file_size(int p, int f)
 {
     return 2000 + 1500 * (size_t)f + 97 * (size_t)p; /* 2000 .. ~18500 bytes: 1 to 5 pages */
-}
-
-/* File (p, f)'s content: 64-bit words from an LCG (cheap under an instruction-counting
- * interpreter); the buffer must have room for n rounded up to 8. */
-static void fill(unsigned char *buf, size_t n, int p, int f)
-{
-    uint64_t x = (uint64_t)(p * FILES + f) * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < n; i += 8) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        uint64_t v = x ^ (x >> 29);
-        memcpy(buf + i, &v, 8);
-    }
 }
 
 static void make_record(char *rec, int p, int k)
@@ -89,7 +47,7 @@ static void make_record(char *rec, int p, int k)
 static int child(int p, int gate)
 {
     char c;
-    if (pin_self(cpu_of(p)) != 0 || sched_getcpu() != cpu_of(p))
+    if (pin_self(cpu_of(p)) != 0) /* pinned, and running there */
         return 1;
     if (read(gate, &c, 1) != 0) /* blocks until the parent closes the gate: EOF */
         return 2;
@@ -105,7 +63,7 @@ static int child(int p, int gate)
     int k = 0;
     for (int f = 0; f < FILES; f++) {
         size_t size = file_size(p, f);
-        fill(buf, size, p, f);
+        fill(buf, size, (uint64_t)(p * FILES + f));
         snprintf(path, sizeof path, "%s/f%d", sub, f);
         int fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0644);
         if (fd < 0)
@@ -262,7 +220,7 @@ int main(int argc, char **argv)
             int ok = stat(path, &st) == 0 && st.st_size == (off_t)size;
             fd = open(path, O_RDONLY);
             ok = ok && fd >= 0 && read(fd, back, sizeof back) == (ssize_t)size;
-            fill(want, size, p, f);
+            fill(want, size, (uint64_t)(p * FILES + f));
             ok = ok && memcmp(back, want, size) == 0;
             if (fd >= 0)
                 close(fd);
