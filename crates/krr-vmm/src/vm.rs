@@ -162,6 +162,9 @@ pub enum VmError {
     Record(#[from] RecorderError),
     #[error("{0}")]
     RecordSetup(String),
+    /// Options that do not go together.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Choose the backend for `accel`; returns it and why.
@@ -514,6 +517,11 @@ fn run_kvm(
     report: Option<crate::probe::KvmReport>,
     resume: Option<Resume>,
 ) -> Result<RunOutcome, VmError> {
+    if cfg.emu_seed.is_some() {
+        return Err(VmError::Config(format!(
+            "--emu-seed varies the emu backend's time slices; this run uses kvm ({accel_why})"
+        )));
+    }
     // Whether the guest's user space can run here decides what `Run /init` means; whether ring 0
     // is emulated decides whether the kernel must skip its ring-0 int3 self-test, which KVM's
     // instruction emulator cannot execute (guest/patches).

@@ -287,6 +287,22 @@ fn bad_requests_are_one_line_errors() {
         assert!(e.contains(&format!("--smp {}", args[1])), "{e}");
         assert!(!tmp.path().join("a").exists(), "{args:?}");
     }
+    // --emu-seed is an emu option: with kvm it is an error, said before anything runs.
+    let dir = guest_dir();
+    let out = krr()
+        .args(["record", "--quiet", "--accel", "kvm", "--emu-seed", "1", "-o"])
+        .arg(tmp.path().join("b"))
+        .arg("--kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .args(["--", "/bin/hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("--emu-seed") && e.contains("kvm"), "{e}");
     // A directory that holds something is never overwritten.
     std::fs::write(tmp.path().join("keep"), b"x").unwrap();
     let mut c = krr();
