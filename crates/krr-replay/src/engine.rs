@@ -839,15 +839,19 @@ impl<'a> Replayer<'a> {
                 let cr2 = (*vector == PF_VECTOR).then_some(*cr2);
                 self.cpu.inject_exception(&mut self.mem, log, *vector, code, cr2)
             }
+            // SYSCALL's effect, from the logged registers (RIP after the instruction, RCX and
+            // R11 as SYSCALL set them), without fetching the user's instruction again: another
+            // vCPU may have unmapped or changed its page meanwhile.
+            Event::Syscall { .. } => match self.cpu.enter_syscall() {
+                true => Ok(()),
+                false => Err(EmuError::Unsupported { rip: regs.rip, what: "SYSCALL outside 64-bit mode" }),
+            },
+            // An interrupt from user mode: delivered through the IDT at the next boundary,
+            // before any user instruction.
             _ => {
-                match &ev {
-                    // Re-execute the SYSCALL instruction itself (user code pages are the
-                    // recorded ones).
-                    Event::Syscall { .. } => self.cpu.rip = regs.rip.wrapping_sub(2),
-                    Event::Interrupt { vector, .. } => log.pending = Some(*vector),
-                    _ => {}
+                if let Event::Interrupt { vector, .. } = &ev {
+                    log.pending = Some(*vector);
                 }
-                // One step makes the entry; it must land in the kernel.
                 self.cpu.step(&mut self.mem, log).map(|_| ())
             }
         };

@@ -280,19 +280,31 @@ fn ud(_ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
 }
 
 fn syscall(ctx: &mut Ctx<'_>, _i: &Decoded) -> ExResult {
-    // Intel: #UD unless EFER.SCE and 64-bit mode.
-    if ctx.cpu.efer & cr::EFER_SCE == 0 || !ctx.long64() {
-        return Err(Exception::ud().into());
+    if ctx.cpu.enter_syscall() {
+        Ok(())
+    } else {
+        Err(Exception::ud().into())
     }
-    let star = ctx.cpu.msrs.star;
-    let sel = ((star >> 32) & 0xfffc) as u16;
-    ctx.cpu.gpr[1] = ctx.cpu.rip;
-    ctx.cpu.gpr[11] = ctx.cpu.rflags & !flags::RF;
-    ctx.cpu.seg[SegReg::Cs as usize] = Segment::code64(sel, 0);
-    ctx.cpu.seg[SegReg::Ss as usize] = Segment { typ: 3, ..Segment::data32(sel.wrapping_add(8), 0) };
-    ctx.cpu.rflags = (ctx.cpu.rflags & !ctx.cpu.msrs.sfmask & !flags::RF) | flags::FIXED;
-    ctx.cpu.rip = ctx.cpu.msrs.lstar;
-    Ok(())
+}
+
+impl crate::cpu::Cpu {
+    /// What SYSCALL does, with RIP already at the instruction after it: RCX = RIP, R11 = RFLAGS,
+    /// CS/SS from STAR, RFLAGS masked by SFMASK, RIP = LSTAR. False (nothing changed) where
+    /// SYSCALL raises #UD (EFER.SCE clear or not 64-bit mode). Replay enters the kernel for a
+    /// logged system call with it, without fetching the user's instruction again.
+    pub fn enter_syscall(&mut self) -> bool {
+        if self.efer & cr::EFER_SCE == 0 || self.mode() != Mode::Long64 {
+            return false;
+        }
+        let sel = ((self.msrs.star >> 32) & 0xfffc) as u16;
+        self.gpr[1] = self.rip;
+        self.gpr[11] = self.rflags & !flags::RF;
+        self.seg[SegReg::Cs as usize] = Segment::code64(sel, 0);
+        self.seg[SegReg::Ss as usize] = Segment { typ: 3, ..Segment::data32(sel.wrapping_add(8), 0) };
+        self.rflags = (self.rflags & !self.msrs.sfmask & !flags::RF) | flags::FIXED;
+        self.rip = self.msrs.lstar;
+        true
+    }
 }
 
 fn sysret(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
