@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use krr_replay::{load_snapshot, load_trace, Hooks, Replayer};
-use krr_vmm::bench_support::{guest_dir, workload_config, WORKLOADS};
+use krr_vmm::bench_support::{bench_args, guest_dir, workload_config, WORKLOADS};
 use krr_vmm::vm::run;
 use krr_vmm::ExitReason;
 
@@ -21,12 +21,7 @@ fn record(dir: &Path, workload: &str, trace: PathBuf) -> f64 {
 }
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut reps = 3;
-    if let Some(i) = args.iter().position(|a| a == "--reps") {
-        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
-        args.drain(i..i + 2);
-    }
+    let (args, reps) = bench_args(3);
     let workloads: Vec<String> =
         if args.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args };
     let dir = guest_dir();

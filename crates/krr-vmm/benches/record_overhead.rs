@@ -11,37 +11,18 @@
 
 use std::path::{Path, PathBuf};
 
-use krr_vmm::bench_support::{guest_dir, workload_config, WORKLOADS};
+use krr_vmm::bench_support::{
+    bench_args, guest_dir, median, pct, run_ok as once, workload_config, WORKLOADS,
+};
 use krr_vmm::emu::Profile;
-use krr_vmm::vm::{run, RunOutcome};
-use krr_vmm::{ExitReason, VmConfig};
+use krr_vmm::VmConfig;
 
 fn config(dir: &Path, workload: &str, record: Option<PathBuf>, profile: bool) -> VmConfig {
     workload_config(dir, workload, record, profile)
 }
 
-fn once(cfg: &VmConfig) -> RunOutcome {
-    let out = run(cfg).unwrap_or_else(|e| panic!("{}: {e}", cfg.command[0]));
-    assert_eq!(out.reason, ExitReason::Exited(0), "{}: {:?}", cfg.command[0], out.reason);
-    out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    100.0 * part as f64 / whole.max(1) as f64
-}
-
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut reps = 5;
-    if let Some(i) = args.iter().position(|a| a == "--reps") {
-        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
-        args.drain(i..i + 2);
-    }
+    let (args, reps) = bench_args(5);
     let workloads: Vec<String> =
         if args.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args };
     let dir = guest_dir();

@@ -14,10 +14,9 @@
 use std::path::Path;
 
 use krr_trace::{Event, TraceReader};
-use krr_vmm::bench_support::{guest_dir, workload_config};
+use krr_vmm::bench_support::{bench_args, guest_dir, median, pct, run_ok as once, workload_config};
 use krr_vmm::emu::Profile;
-use krr_vmm::vm::{run, RunOutcome};
-use krr_vmm::{ExitReason, VmConfig};
+use krr_vmm::VmConfig;
 
 fn config(dir: &Path, cmd: &[String], smp: u32, record: Option<&Path>, profile: bool) -> VmConfig {
     let mut cfg = workload_config(dir, "unused", record.map(Path::to_path_buf), profile);
@@ -26,33 +25,13 @@ fn config(dir: &Path, cmd: &[String], smp: u32, record: Option<&Path>, profile: 
     cfg
 }
 
-fn once(cfg: &VmConfig) -> RunOutcome {
-    let out = run(cfg).unwrap_or_else(|e| panic!("{:?}: {e}", cfg.command));
-    assert_eq!(out.reason, ExitReason::Exited(0), "{:?} --smp {}: {:?}", cfg.command, cfg.vcpus, out.reason);
-    out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    100.0 * part as f64 / whole.max(1) as f64
-}
-
 fn handoffs(trace: &Path) -> u64 {
     let mut r = TraceReader::open(trace).expect("the recording's trace");
     r.events().filter(|e| matches!(e, Ok(x) if matches!(x.event, Event::LockHandoff { .. }))).count() as u64
 }
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut reps = 3;
-    if let Some(i) = args.iter().position(|a| a == "--reps") {
-        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
-        args.drain(i..i + 2);
-    }
+    let (mut args, reps) = bench_args(3);
     if args.is_empty() {
         args.push("smp-tmpfs".into());
     }

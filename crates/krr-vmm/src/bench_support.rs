@@ -14,6 +14,43 @@ pub const WORKLOADS: [&str; 11] = [
     "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
 ];
 
+/// The benchmark's arguments (cargo's `--bench` left out) and the value of `--reps N`
+/// (`default` without it).
+pub fn bench_args(default_reps: usize) -> (Vec<String>, usize) {
+    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut reps = default_reps;
+    if let Some(i) = args.iter().position(|a| a == "--reps") {
+        reps = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--reps N");
+        args.drain(i..i + 2);
+    }
+    (args, reps)
+}
+
+/// Run `cfg`; the guest's workload must exit 0.
+pub fn run_ok(cfg: &VmConfig) -> crate::vm::RunOutcome {
+    let out = crate::vm::run(cfg).unwrap_or_else(|e| panic!("{:?} --smp {}: {e}", cfg.command, cfg.vcpus));
+    assert_eq!(
+        out.reason,
+        crate::ExitReason::Exited(0),
+        "{:?} --smp {}: {:?}",
+        cfg.command,
+        cfg.vcpus,
+        out.reason
+    );
+    out
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `part` as a percentage of `whole`.
+pub fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
 /// `$KRR_GUEST_DIR`, else the cached build of the current guest inputs (panics if not built).
 pub fn guest_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
