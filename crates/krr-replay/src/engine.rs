@@ -32,6 +32,9 @@ mod session;
 pub use session::{Checkpoint, Session, Stop, Watch};
 
 const COM1_THR: u16 = 0x3f8;
+/// The line control register: its bit 7 (DLAB) turns THR into the divisor latch.
+const COM1_LCR: u16 = 0x3fb;
+const LCR_DLAB: u32 = 0x80;
 use krr_vmm::recorder::{CTRL_PANIC, PORT_CTRL};
 const PAGE_USER: u64 = 1 << 2;
 /// Offset of `cs` in the kernel's `struct pt_regs`.
@@ -85,6 +88,8 @@ struct Log<'a> {
     vcpu: u32,
     /// The trace has more than one vCPU (messages name them).
     multi: bool,
+    /// COM1's divisor latch is selected: a write to THR sets the baud rate, it is not output.
+    dlab: bool,
 }
 
 impl<'a> Log<'a> {
@@ -101,6 +106,7 @@ impl<'a> Log<'a> {
             panicked: false,
             vcpu: 0,
             multi: false,
+            dlab: false,
         }
     }
 
@@ -269,7 +275,10 @@ impl Platform for Log<'_> {
     }
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), PlatformStop> {
-        if port == COM1_THR && size == 1 {
+        if port == COM1_LCR && size == 1 {
+            self.dlab = value & LCR_DLAB != 0;
+        }
+        if port == COM1_THR && size == 1 && !self.dlab {
             self.console.push(value as u8);
         }
         if port == PORT_CTRL && value == CTRL_PANIC {
@@ -569,22 +578,47 @@ impl<'a> Replayer<'a> {
             log.vcpu = vcpu;
         }
         for i in 0..self.parked.len() {
-            let Some(p) = self.parked[i].as_mut() else { continue };
-            p.park = if p.cpu.halted {
-                Park::Halted
-            } else if p.cpu.cpl() == 3 {
-                Park::User
-            } else if self.hooks.lock_spin.contains(&p.cpu.rip) {
-                Park::Spinning
-            } else {
-                let rip = p.cpu.rip;
-                return Err(self.divergence(
-                    log,
-                    format!("vCPU {i} was running kernel code at {rip:#x} without the kernel lock at the start snapshot"),
-                ));
-            };
+            let Some(mut p) = self.parked[i].take() else { continue };
+            let settled = self.settle(&mut p.cpu);
+            self.parked[i] = Some(p);
+            match settled {
+                Some(park) => self.parked[i].as_mut().unwrap_or_else(|| unreachable!()).park = park,
+                None => {
+                    let rip = self.parked[i].as_ref().map_or(0, |p| p.cpu.rip);
+                    return Err(self.divergence(
+                        log,
+                        format!("vCPU {i} was running kernel code at {rip:#x} without the kernel lock at the start snapshot"),
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Where a vCPU that does not hold the lock at the start snapshot waits. One caught in the
+    /// few instructions between dropping the lock and waiting (the rest of a yield after its
+    /// PAUSE, `sti; hlt` after the idle drop) first runs them: they read no input and touch
+    /// only its own stack and per-CPU data (its position counter), and it ran them right after
+    /// the snapshot in the recording too. `None` if it does not reach a wait within 256
+    /// instructions without an input (it was running kernel code).
+    fn settle(&mut self, cpu: &mut Cpu) -> Option<Park> {
+        let spin = self.hooks.lock_spin.clone();
+        let at_wait = |c: &Cpu| c.halted || c.cpl() == 3 || spin.contains(&c.rip);
+        if !at_wait(cpu) && !spin.is_empty() {
+            let r = cpu.run(&mut self.mem, &mut NoInputs, 256, at_wait);
+            if r.is_err() || !at_wait(cpu) {
+                return None;
+            }
+        }
+        Some(if cpu.halted {
+            Park::Halted
+        } else if cpu.cpl() == 3 {
+            Park::User
+        } else if spin.contains(&cpu.rip) {
+            Park::Spinning
+        } else {
+            return None;
+        })
     }
 
     /// Stop running the current vCPU (it waits as `park`) and run vCPU `v`, resumed the way it
@@ -1055,6 +1089,13 @@ impl<'a> Replayer<'a> {
 
     /// The agent was called: check the call against the log and do the replay side of it.
     fn hook(&mut self, h: Hook, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        // A recording stopped from outside (time limit, Ctrl-C) ends wherever the kernel was:
+        // reaching the agent again after the last event is the end of the replay, not a
+        // divergence (the run loop takes the end event next).
+        use krr_trace::EndReason::{Interrupted, Stopped};
+        if matches!(log.peek(), Some(Event::End { reason: Stopped | Interrupted, .. })) {
+            return Ok(());
+        }
         let mismatch = |s: &Self, log: &mut Log<'_>, what: &str| {
             let exp = log.expected();
             Err(s.divergence(log, format!("the agent logged {what}; the log expects {exp}")))

@@ -165,3 +165,36 @@ fn a_changed_handoff_or_vcpu_is_a_divergence() {
         assert!(idx <= at + 1, "{name}: diverged at {idx}, after the changed event {at}: {err}");
     }
 }
+
+/// `--from-boot` on several vCPUs: the agent starts once every CPU is up (a core initcall), so
+/// the trace holds the rest of the boot (the serial driver's baud-rate writes among it, which are
+/// not console output) and the workload.
+#[test]
+fn a_from_boot_recording_of_two_vcpus_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("boot");
+    let ev = record_and_replay(&trace, 2, &["--from-boot"], &["/bin/smp-pipes"]);
+    assert_eq!(vcpus_used(&ev).len(), 2, "{:?}", vcpus_used(&ev));
+    let console =
+        String::from_utf8_lossy(&TraceReader::open(&trace).unwrap().console().unwrap()).into_owned();
+    assert!(console.contains("Run /init as init process"), "the boot's end is in the trace: {console}");
+}
+
+/// A recording stopped from outside (`--timeout`) ends wherever the vCPUs were: it replays to
+/// its last event, and the vCPU that reaches the agent after it ends the replay cleanly.
+#[test]
+fn a_recording_stopped_midway_replays_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("stopped");
+    let rec = record_emu_with(&trace, &["--smp", "2", "--timeout", "12"], &["/bin/smp-mix", "1000"]);
+    assert_eq!(rec.status.code(), Some(124), "{}", text(&rec.stderr));
+    assert!(text(&rec.stderr).contains("end reason stopped"), "{}", text(&rec.stderr));
+    let ev = events(&trace);
+    assert!(matches!(ev.last(), Some(Event::End { reason: krr_trace::EndReason::Stopped, .. })));
+    let out = replay(&trace);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{s} {}", text(&out.stderr));
+    assert_eq!(s["diverged"], false, "{s}");
+    assert_eq!(s["events"], ev.len() as u64, "{s}");
+    assert_eq!(vcpus_used(&ev).len(), 2);
+}

@@ -59,6 +59,7 @@ pub struct Checkpoint {
     cursor: usize,
     seq: u64,
     console: Vec<u8>,
+    dlab: bool,
     pending: Option<u8>,
     pre: std::collections::BTreeSet<usize>,
     irq: u64,
@@ -397,6 +398,7 @@ impl<'a> Session<'a> {
             cursor: self.log.cursor,
             seq: self.log.seq,
             console: self.log.console.clone(),
+            dlab: self.log.dlab,
             pending: self.log.pending,
             pre: self.log.pre.clone(),
             irq: self.irq.get(),
@@ -420,6 +422,7 @@ impl<'a> Session<'a> {
         self.log.cursor = c.cursor;
         self.log.seq = c.seq;
         self.log.console.clone_from(&c.console);
+        self.log.dlab = c.dlab;
         self.log.pending = c.pending;
         self.log.pre.clone_from(&c.pre);
         self.log.divergence = None;

@@ -234,11 +234,14 @@ impl Recorder {
     /// the console marker lands after the events before it. Output from before the start of
     /// recording is not part of the trace.
     pub fn console(&mut self, console: &crate::devices::Console) -> Result<(), RecorderError> {
-        let len = console.len();
-        if self.started && len > self.console_sent {
-            self.writer.console(0, &console.bytes_from(self.console_sent))?;
+        // One read of the new bytes, and the mark moved by exactly what was read: vCPU threads
+        // (kvm) append concurrently, and reading the length and the bytes separately sent the
+        // bytes appended in between twice (a doubled character in a two-vCPU kvm recording).
+        let new = console.bytes_from(self.console_sent);
+        if self.started && !new.is_empty() {
+            self.writer.console(0, &new)?;
         }
-        self.console_sent = len;
+        self.console_sent += new.len();
         Ok(())
     }
 

@@ -51,13 +51,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if !(1..=8).contains(&args.vm.smp) {
         bail!("--smp {}: krr records 1 to 8 vCPUs", args.vm.smp);
     }
-    if args.vm.smp > 1 && args.from_boot {
-        bail!(
-            "--from-boot with --smp {}: a multi-core recording starts at /init, once every vCPU is up and \
-             under the kernel lock (docs/multicore.md); record the kernel from boot with --smp 1",
-            args.vm.smp
-        );
-    }
     if !(64 << 10..=256 << 20).contains(&args.ring) || args.ring % 4096 != 0 {
         bail!("--ring {}: the ring must be 64K to 256M, a multiple of 4K", args.ring);
     }

@@ -27,13 +27,15 @@ pub fn record_emu(trace: &Path, workload: &str) -> Output {
 #[allow(dead_code)]
 pub fn record_emu_with(trace: &Path, extra: &[&str], cmd: &[&str]) -> Output {
     let dir = guest_dir();
+    let timeout: &[&str] = if extra.contains(&"--timeout") { &[] } else { &["--timeout", "600"] };
     Command::new(env!("CARGO_BIN_EXE_krr"))
-        .args(["record", "--quiet", "--accel", "emu", "--timeout", "600", "-o"])
+        .args(["record", "--quiet", "--accel", "emu", "-o"])
         .arg(trace)
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
         .arg("--initrd")
         .arg(dir.join("initramfs.cpio"))
+        .args(timeout)
         .args(extra)
         .arg("--")
         .args(cmd)
