@@ -9,15 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use krr_replay::{load_snapshot, load_trace, Hooks, Replayer};
-use krr_vmm::bench_support::{bench_args, guest_dir, workload_config, WORKLOADS};
-use krr_vmm::vm::run;
-use krr_vmm::ExitReason;
+use krr_vmm::bench_support::{bench_args, guest_dir, median, run_ok, workload_config, WORKLOADS};
 
 fn record(dir: &Path, workload: &str, trace: PathBuf) -> f64 {
-    let out = run(&workload_config(dir, workload, Some(trace), false))
-        .unwrap_or_else(|e| panic!("{workload}: {e}"));
-    assert_eq!(out.reason, ExitReason::Exited(0), "{workload}");
-    out.after_init.unwrap().as_secs_f64()
+    run_ok(&workload_config(dir, workload, Some(trace), false)).after_init.unwrap().as_secs_f64()
 }
 
 fn main() {
@@ -47,8 +42,7 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
             insns = out.instructions;
         }
-        times.sort_by(f64::total_cmp);
-        let rep_s = times[times.len() / 2];
+        let rep_s = median(times);
         println!(
             "{:<9} {:>8} {:>10} {:>9.3} {:>9.3} {:>9.1}",
             w,

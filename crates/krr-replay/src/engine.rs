@@ -144,9 +144,7 @@ impl<'a> Log<'a> {
             self.take();
             return Some((i, seq, first));
         }
-        if !matches!(&first, Event::Interrupt { regs, vcpu, .. } if is_kernel(regs.rip) && *vcpu == me) {
-            return None;
-        }
+        kernel_irq_rip(&first, me)?;
         let mut seq = self.seq;
         for j in self.cursor..self.events.len() {
             let e = &self.events[j];
@@ -161,17 +159,17 @@ impl<'a> Log<'a> {
                 return Some((j, seq, e.clone()));
             }
             // Only what an interrupt handler on this vCPU logs may stand in between.
-            let inside = e.vcpu() == me
-                && match e {
-                    Event::Interrupt { regs, .. } => is_kernel(regs.rip),
-                    Event::Rdtsc { .. }
-                    | Event::PortRead { .. }
-                    | Event::MmioRead { .. }
-                    | Event::Rdmsr { .. }
-                    | Event::Cpuid { .. }
-                    | Event::Random { .. } => true,
-                    _ => false,
-                };
+            let inside = kernel_irq_rip(e, me).is_some()
+                || e.vcpu() == me
+                    && matches!(
+                        e,
+                        Event::Rdtsc { .. }
+                            | Event::PortRead { .. }
+                            | Event::MmioRead { .. }
+                            | Event::Rdmsr { .. }
+                            | Event::Cpuid { .. }
+                            | Event::Random { .. }
+                    );
             if !inside {
                 return None;
             }
@@ -183,7 +181,7 @@ impl<'a> Log<'a> {
     /// Whether the next event is an interrupt in kernel mode (it may land inside a hook).
     fn irq_next(&mut self) -> bool {
         let me = self.vcpu;
-        matches!(self.peek(), Some(Event::Interrupt { regs, vcpu, .. }) if is_kernel(regs.rip) && *vcpu == me)
+        self.peek().is_some_and(|e| kernel_irq_rip(e, me).is_some())
     }
 
     fn take(&mut self) -> Option<Event> {
@@ -199,10 +197,7 @@ impl<'a> Log<'a> {
     /// Arm the run loop for the next event if it is an interrupt in kernel mode.
     fn update_irq(&mut self) {
         let me = self.vcpu;
-        let rip = match self.peek() {
-            Some(Event::Interrupt { regs, vcpu, .. }) if is_kernel(regs.rip) && *vcpu == me => regs.rip,
-            _ => 0,
-        };
+        let rip = self.peek().and_then(|e| kernel_irq_rip(e, me)).unwrap_or(0);
         self.irq_rip.set(rip);
     }
 
@@ -236,6 +231,14 @@ impl<'a> Log<'a> {
 
 fn is_kernel(addr: u64) -> bool {
     addr >= 0xffff_8000_0000_0000
+}
+
+/// The RIP of `e` if it is an interrupt of vCPU `me` taken in kernel mode.
+fn kernel_irq_rip(e: &Event, me: u32) -> Option<u64> {
+    match e {
+        Event::Interrupt { regs, vcpu, .. } if is_kernel(regs.rip) && *vcpu == me => Some(regs.rip),
+        _ => None,
+    }
 }
 
 /// One line for an event.
@@ -400,9 +403,7 @@ struct Parked {
 pub struct Replayer<'a> {
     cpu: Cpu,
     mem: FlatMemory,
-    /// The vCPU `cpu` is.
-    cur: u32,
-    /// Every other vCPU, by number (`None` at `cur`).
+    /// Every other vCPU, by number (`None` at the running one, whose number is `Log::vcpu`).
     parked: Vec<Option<Parked>>,
     /// Each vCPU's event indices (console markers left out), to find its next event.
     by_vcpu: Vec<Vec<usize>>,
@@ -460,7 +461,6 @@ impl<'a> Replayer<'a> {
         Replayer {
             cpu,
             mem,
-            cur: 0,
             parked,
             by_vcpu,
             switched: false,
@@ -574,22 +574,19 @@ impl<'a> Replayer<'a> {
             let p = self.parked[vcpu as usize].take().map(|p| p.cpu).unwrap_or_default();
             let first = std::mem::replace(&mut self.cpu, p);
             self.parked[0] = Some(Parked { cpu: first, park: Park::User });
-            self.cur = vcpu;
             log.vcpu = vcpu;
         }
         for i in 0..self.parked.len() {
             let Some(mut p) = self.parked[i].take() else { continue };
             let settled = self.settle(&mut p.cpu);
+            let rip = p.cpu.rip;
+            p.park = settled.unwrap_or(p.park);
             self.parked[i] = Some(p);
-            match settled {
-                Some(park) => self.parked[i].as_mut().unwrap_or_else(|| unreachable!()).park = park,
-                None => {
-                    let rip = self.parked[i].as_ref().map_or(0, |p| p.cpu.rip);
-                    return Err(self.divergence(
-                        log,
-                        format!("vCPU {i} was running kernel code at {rip:#x} without the kernel lock at the start snapshot"),
-                    ));
-                }
+            if settled.is_none() {
+                return Err(self.divergence(
+                    log,
+                    format!("vCPU {i} was running kernel code at {rip:#x} without the kernel lock at the start snapshot"),
+                ));
             }
         }
         Ok(())
@@ -633,23 +630,38 @@ impl<'a> Replayer<'a> {
             };
             return Err(self.divergence(
                 log,
-                format!("vCPU {} released the kernel lock; the log expects {exp}, but {why}", self.cur),
+                format!("vCPU {} released the kernel lock; the log expects {exp}, but {why}", log.vcpu),
             ));
         };
         if let Some(e) = self.injected.take() {
             self.injected = Some(e);
             return Err(self.divergence(
                 log,
-                format!("vCPU {} released the kernel lock before the agent logged its entry", self.cur),
+                format!("vCPU {} released the kernel lock before the agent logged its entry", log.vcpu),
             ));
         }
         let old = std::mem::replace(&mut self.cpu, next.cpu);
-        self.parked[self.cur as usize] = Some(Parked { cpu: old, park });
-        self.cur = v;
+        self.parked[log.vcpu as usize] = Some(Parked { cpu: old, park });
         log.vcpu = v;
         log.update_irq();
         self.switched = true;
-        match next.park {
+        self.resume(log, next.park)
+    }
+
+    /// The running vCPU dropped the kernel lock and waits as `park` (in user mode or at HLT):
+    /// the log's next event says whether it goes on or another vCPU runs.
+    fn released(&mut self, log: &mut Log<'_>, park: Park) -> Result<(), Box<Divergence>> {
+        match log.peek().map(|e| (e.vcpu(), matches!(e, Event::End { .. }))) {
+            None | Some((_, true)) => Ok(()),
+            Some((v, _)) if v != log.vcpu => self.switch_to(log, park, v),
+            Some(_) => self.resume(log, park),
+        }
+    }
+
+    /// The running vCPU, which waited as `park`, goes on with the event at the cursor.
+    fn resume(&mut self, log: &mut Log<'_>, park: Park) -> Result<(), Box<Divergence>> {
+        let v = log.vcpu;
+        match park {
             Park::User => self.enter_from_user(log),
             Park::Halted => self.wake(log),
             Park::Spinning if self.cpu.rip != self.hooks.lock_spin.start => {
@@ -676,12 +688,12 @@ impl<'a> Replayer<'a> {
 
     /// Guest kernel instructions replayed so far, all vCPUs together.
     pub(crate) fn instructions(&self) -> u64 {
-        (0..self.parked.len())
-            .map(|i| {
-                let c = self.parked[i].as_ref().map_or(&self.cpu, |p| &p.cpu);
-                c.icount.wrapping_sub(self.start_icount[i])
-            })
-            .sum()
+        (0..self.parked.len()).map(|i| self.vcpu_state(i).icount.wrapping_sub(self.start_icount[i])).sum()
+    }
+
+    /// vCPU `i`'s state, parked or running.
+    fn vcpu_state(&self, i: usize) -> &Cpu {
+        self.parked[i].as_ref().map_or(&self.cpu, |p| &p.cpu)
     }
 
     /// The running vCPU takes the lock without a hand-off: fine, unless it keeps doing so while
@@ -695,7 +707,8 @@ impl<'a> Replayer<'a> {
     ) -> Result<(), Box<Divergence>> {
         const MAX_IDLE_SPINS: u64 = 100_000;
         let at = log.peek_index();
-        if log.peek().is_none_or(|e| e.vcpu() == self.cur) {
+        let me = log.vcpu;
+        if log.peek().is_none_or(|e| e.vcpu() == me) {
             return Ok(());
         }
         if self.idle_spins.0 != at {
@@ -712,7 +725,7 @@ impl<'a> Replayer<'a> {
             log,
             format!(
                 "vCPU {} took the kernel lock {MAX_IDLE_SPINS} times (now at pos {pos}) without reaching its next event, {mine}; the log expects {exp}",
-                self.cur
+                log.vcpu
             ),
         ))
     }
@@ -733,7 +746,7 @@ impl<'a> Replayer<'a> {
     fn wake(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
         match log.peek().cloned() {
             Some(Event::Interrupt { vector, regs, vcpu, .. })
-                if regs.rip == self.cpu.rip && vcpu == self.cur =>
+                if regs.rip == self.cpu.rip && vcpu == log.vcpu =>
             {
                 self.check_regs(log, &regs, "the interrupt that ended HLT")?;
                 self.injected = log.take();
@@ -762,11 +775,7 @@ impl<'a> Replayer<'a> {
             Ok(RunExit::Halted) => {
                 // Idle: the next event is the interrupt that woke this vCPU here, or another
                 // vCPU's (it took the kernel lock this one dropped before HLT).
-                match log.peek().map(|e| (e.vcpu(), matches!(e, Event::End { .. }))) {
-                    None | Some((_, true)) => {}
-                    Some((v, _)) if v != self.cur => self.switch_to(log, Park::Halted, v)?,
-                    Some(_) => self.wake(log)?,
-                }
+                self.released(log, Park::Halted)?;
                 Ok(RunExit::Halted)
             }
             Ok(exit) => Ok(exit),
@@ -795,11 +804,7 @@ impl<'a> Replayer<'a> {
         if self.cpu.cpl() == 3 {
             // Back in user mode (the kernel lock dropped): the next entry, on this vCPU or
             // another.
-            return match log.peek().map(|e| (e.vcpu(), matches!(e, Event::End { .. }))) {
-                None | Some((_, true)) => Ok(()),
-                Some((v, _)) if v != self.cur => self.switch_to(log, Park::User, v),
-                Some(_) => self.enter_from_user(log),
-            };
+            return self.released(log, Park::User);
         }
         if self.cpu.rip == log.irq_rip.get() {
             self.at_interrupt_point(log)?;
@@ -814,10 +819,7 @@ impl<'a> Replayer<'a> {
     pub fn digest(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
         for i in 0..self.parked.len() {
-            let c = match &self.parked[i] {
-                Some(p) => &p.cpu,
-                None => &self.cpu,
-            };
+            let c = self.vcpu_state(i);
             for v in c.gpr.iter().chain([&c.rip, &c.rflags, &c.cr3]) {
                 h.update(&v.to_le_bytes());
             }
@@ -1203,19 +1205,18 @@ impl<'a> Replayer<'a> {
                 // next event is a hand-off at this position, others ran first in the recording:
                 // they run first now too, and it waits here.
                 let pos = self.krr_pos();
-                let next = self.next_of(log, self.cur);
-                if !next
-                    .is_some_and(|j| matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos))
-                {
-                    return self.count_idle_spin(log, pos, next);
-                }
-                let j = next.unwrap_or_default();
+                let next = self.next_of(log, log.vcpu);
+                let j = match next {
+                    Some(j) if matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos) => j,
+                    _ => return self.count_idle_spin(log, pos, next),
+                };
                 if log.peek_index() == j {
                     log.take();
                     return Ok(());
                 }
-                let v = log.peek().map_or(self.cur, Event::vcpu);
-                if v == self.cur {
+                let me = log.vcpu;
+                let v = log.peek().map_or(me, Event::vcpu);
+                if v == me {
                     let exp = log.expected();
                     return Err(self.divergence(
                         log,
@@ -1266,7 +1267,7 @@ impl<'a> Replayer<'a> {
         let to = (log.cursor + 1).min(self.events.len());
         Box::new(Divergence {
             event_index: index,
-            vcpu: self.cur,
+            vcpu: log.vcpu,
             what,
             expected: self.events.get(log.cursor).cloned(),
             rip: self.cpu.rip,

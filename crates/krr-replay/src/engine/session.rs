@@ -52,7 +52,6 @@ pub struct Watch {
 #[derive(Clone)]
 pub struct Checkpoint {
     cpu: Cpu,
-    cur: u32,
     parked: Vec<Option<Parked>>,
     vcpu: u32,
     mem: MemorySnapshot,
@@ -196,7 +195,7 @@ impl<'a> Session<'a> {
 
     /// The number of the vCPU that runs now.
     pub fn vcpu(&self) -> u32 {
-        self.r.cur
+        self.log.vcpu
     }
 
     pub fn mem(&self) -> &FlatMemory {
@@ -391,7 +390,6 @@ impl<'a> Session<'a> {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             cpu: self.r.cpu.clone(),
-            cur: self.r.cur,
             parked: self.r.parked.clone(),
             vcpu: self.log.vcpu,
             mem: self.r.mem.snapshot(),
@@ -415,7 +413,6 @@ impl<'a> Session<'a> {
     pub fn restore(&mut self, c: &Checkpoint) {
         // The TLB comes back too: it is guest-visible (accessed bits, a forgotten INVLPG).
         self.r.cpu = c.cpu.clone();
-        self.r.cur = c.cur;
         self.r.parked.clone_from(&c.parked);
         self.log.vcpu = c.vcpu;
         self.r.mem.restore(&c.mem);
