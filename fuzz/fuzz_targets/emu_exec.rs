@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     if word(2) >> 63 == 1 {
         cpu.seg[SegReg::Cs as usize] = Segment::code64(0x23, 3);
     }
-    let mut platform = SimplePlatform::new();
+    let mut platform = SimplePlatform { access_limit: 1 << 16, ..SimplePlatform::new() };
     for _ in 0..STEPS {
         if cpu.step(&mut mem, &mut platform).is_err() {
             break;

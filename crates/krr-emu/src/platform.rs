@@ -91,6 +91,12 @@ pub struct SimplePlatform {
     pub halts: u64,
     /// If set, HLT stops execution.
     pub stop_on_hlt: bool,
+    /// Port and MMIO accesses allowed before the platform stops execution: one REP INS/OUTS
+    /// or a REP string over non-RAM addresses with a 32-bit count is billions of accesses in
+    /// one step, which random programs (robustness tests, fuzzing) reach.
+    pub access_limit: u64,
+    /// Port and MMIO accesses so far.
+    pub accesses: u64,
 }
 
 impl Default for SimplePlatform {
@@ -105,6 +111,8 @@ impl Default for SimplePlatform {
             pending_irqs: VecDeque::new(),
             halts: 0,
             stop_on_hlt: false,
+            access_limit: u64::MAX,
+            accesses: 0,
         }
     }
 }
@@ -113,6 +121,18 @@ impl SimplePlatform {
     /// New default platform.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Count one port or MMIO access; past `access_limit` execution stops.
+    fn access(&mut self, what: &str) -> PResult<()> {
+        self.accesses += 1;
+        if self.accesses > self.access_limit {
+            return Err(PlatformStop::new(format!(
+                "{what}: more than {} port/MMIO accesses",
+                self.access_limit
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +183,7 @@ pub fn default_cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
 
 impl Platform for SimplePlatform {
     fn io_in(&mut self, _port: u16, size: u8) -> PResult<u32> {
+        self.access("in")?;
         Ok(match size {
             1 => 0xff,
             2 => 0xffff,
@@ -173,14 +194,17 @@ impl Platform for SimplePlatform {
         if self.stop_on_out {
             return Err(PlatformStop::new(format!("out to port {port:#x}")));
         }
+        self.access("out")?;
         self.outs.push((port, size, value));
         Ok(())
     }
     fn mmio_read(&mut self, _gpa: u64, data: &mut [u8]) -> PResult<()> {
+        self.access("mmio read")?;
         data.fill(0xff);
         Ok(())
     }
     fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> PResult<()> {
+        self.access("mmio write")?;
         self.mmio_writes.push((gpa, data.to_vec()));
         Ok(())
     }

@@ -82,6 +82,27 @@ fn machine(code: &[u8], user: bool, mode: u8) -> (Cpu, FlatMemory) {
     (c, m)
 }
 
+/// The test platform, with port/MMIO accesses bounded (a REP OUTS with a 32-bit count is 4 G
+/// accesses in one step).
+fn platform() -> SimplePlatform {
+    SimplePlatform { access_limit: 1 << 16, ..SimplePlatform::new() }
+}
+
+/// A program the random tests once drew: `or ecx, -1; rep outsb` in 32-bit protected mode runs
+/// 4 G iterations in one step. The platform's access limit ends it with an error after 64 Ki.
+#[test]
+fn a_rep_outs_with_a_32_bit_count_stops_at_the_access_limit() {
+    let (mut cpu, mut mem) = machine(&[0x83, 0xc9, 0xff, 0xf3, 0x6e], false, 2);
+    let mut p = platform();
+    cpu.step(&mut mem, &mut p).unwrap();
+    assert_eq!(cpu.gpr[1], 0xffff_ffff);
+    let err = cpu.step(&mut mem, &mut p).unwrap_err();
+    assert!(err.to_string().contains("port/MMIO accesses"), "{err}");
+    assert_eq!(p.outs.len(), 1 << 16);
+    // Every completed iteration is architectural: ECX counted them down.
+    assert_eq!(cpu.gpr[1], 0xffff_ffff - (1 << 16));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("KRR_EMU_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000),
@@ -90,7 +111,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(code in proptest::collection::vec(any::<u8>(), 1..96), user in any::<bool>(), mode in 0u8..3) {
         let (mut cpu, mut mem) = machine(&code, user, mode);
-        let mut p = SimplePlatform::new();
+        let mut p = platform();
         p.pending_irqs.extend([0x20, 0x21]);
         for _ in 0..64 {
             if cpu.step(&mut mem, &mut p).is_err() {
@@ -116,7 +137,7 @@ proptest! {
         code.extend_from_slice(&prefix);
         code.extend_from_slice(&tail);
         let (mut cpu, mut mem) = machine(&code, user, 0);
-        let mut p = SimplePlatform::new();
+        let mut p = platform();
         for _ in 0..8 {
             if cpu.step(&mut mem, &mut p).is_err() {
                 break;
@@ -131,7 +152,7 @@ proptest! {
         for cache in [true, false] {
             let (mut cpu, mut mem) = machine(&code, user, 0);
             cpu.set_decode_cache(cache);
-            let mut p = SimplePlatform::new();
+            let mut p = platform();
             let mut events = Vec::new();
             for _ in 0..48 {
                 match cpu.step(&mut mem, &mut p) {

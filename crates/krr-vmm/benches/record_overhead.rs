@@ -6,6 +6,10 @@
 //! recording; trace bytes per event; and exact instruction counts from a profiled run of each
 //! (user and kernel separately, the position counter's share, the agent's own instructions).
 //!
+//! Then what the ring's size costs: the first workload recorded with rings of 4 MiB (the
+//! default), 256 KiB and 64 KiB (the smallest `krr record --ring` takes): ring-full flushes (each
+//! a synchronous exit to the VMM), instructions in the ring's functions, recording wall time.
+//!
 //! `cargo bench -p krr-vmm --bench record_overhead [-- WORKLOAD... ] [--reps N]` (N = 5)
 //! The guest comes from `$KRR_GUEST_DIR` or `guest/build.sh --print-dir`.
 
@@ -21,6 +25,13 @@ fn config(dir: &Path, workload: &str, record: Option<PathBuf>, profile: bool) ->
     workload_config(dir, workload, record, profile)
 }
 
+/// A recording of `workload` into `trace` with a ring of `ring` bytes.
+fn with_ring(dir: &Path, workload: &str, trace: PathBuf, ring: u64, profile: bool) -> VmConfig {
+    let mut cfg = config(dir, workload, Some(trace), profile);
+    cfg.record.as_mut().expect("a recording").ring_bytes = ring;
+    cfg
+}
+
 fn main() {
     let (args, reps) = bench_args(5);
     let workloads: Vec<String> =
@@ -29,7 +40,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     println!("record_overhead: emu backend, guest {}, {reps} runs and {reps} recordings each", dir.display());
     println!(
-        "{:<9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6}",
+        "{:<9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>6}",
         "workload",
         "run s",
         "rec s",
@@ -43,7 +54,8 @@ fn main() {
         "kern rec",
         "kern+",
         "pos",
-        "agent"
+        "hooks",
+        "ring"
     );
     let mut n = 0;
     for w in &workloads {
@@ -64,7 +76,7 @@ fn main() {
             once(&config(&dir, w, Some(tmp.path().join(format!("t{n}"))), true)).profile.unwrap();
         let (run_s, rec_s) = (median(t_run), median(t_rec));
         println!(
-            "{:<9} {:>7.3} {:>7.3} {:>6.2}x {:>7} {:>8.0} {:>5.1} | {:>9} {:>9} {:>9} {:>9} {:>5.1}% {:>5.1}% {:>5.1}%",
+            "{:<9} {:>7.3} {:>7.3} {:>6.2}x {:>7} {:>8.0} {:>5.1} | {:>9} {:>9} {:>9} {:>9} {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}%",
             w,
             run_s,
             rec_s,
@@ -78,13 +90,54 @@ fn main() {
             p_rec.kernel,
             pct(p_rec.kernel.saturating_sub(p_run.kernel), p_run.kernel),
             pct(p_run.position_counter_cost(), p_run.kernel - p_run.position_counter_cost()),
-            pct(p_rec.agent, p_run.kernel),
+            pct(p_rec.agent - p_rec.ring, p_run.kernel),
+            pct(p_rec.ring, p_run.kernel),
         );
     }
     println!(
         "rec/run: wall-time ratio of the workload part (medians). kern+: extra kernel instructions when \
          recording (hooks and ring). pos: the position counter's call+incq+ret per instrumented block, \
-         relative to the kernel without it (both runs pay it). agent: instructions inside the agent's \
-         krr_* functions while recording, relative to the unrecorded kernel."
+         relative to the kernel without it (both runs pay it). hooks: instructions inside the agent's \
+         krr_* functions other than the ring's while recording; ring: inside krr_ring_* (open a record with \
+         interrupts off and the ring locked, publish it, flush a full ring); both relative to the unrecorded \
+         kernel."
+    );
+
+    let w = workloads.first().expect("a workload");
+    println!("\nring size: {w} recorded with each ring ({reps} recordings, median)");
+    println!(
+        "{:>9} {:>8} {:>8} {:>12} {:>7} {:>8}",
+        "ring KiB", "events", "flushes", "ring instr", "ring%", "rec s"
+    );
+    let mut base = None;
+    for ring in [4u64 << 20, 256 << 10, 64 << 10] {
+        let mut t = Vec::new();
+        let mut last = None;
+        for _ in 0..reps {
+            n += 1;
+            let out = once(&with_ring(&dir, w, tmp.path().join(format!("t{n}")), ring, false));
+            t.push(out.after_init.unwrap().as_secs_f64());
+            last = out.record;
+        }
+        n += 1;
+        let p: Profile =
+            once(&with_ring(&dir, w, tmp.path().join(format!("t{n}")), ring, true)).profile.unwrap();
+        let rec = last.expect("at least one recording");
+        let rec_s = median(t);
+        let base_s = *base.get_or_insert(rec_s);
+        println!(
+            "{:>9} {:>8} {:>8} {:>12} {:>6.2}% {:>7.3}s ({:.2}x)",
+            ring >> 10,
+            rec.events,
+            rec.ring_flushes,
+            p.ring,
+            pct(p.ring, p.kernel),
+            rec_s,
+            rec_s / base_s
+        );
+    }
+    println!(
+        "ring instr: instructions in krr_ring_* during the profiled recording; ring%: of all its kernel \
+         instructions; (x): recording wall time relative to the 4 MiB ring."
     );
 }

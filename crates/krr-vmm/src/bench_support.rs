@@ -80,7 +80,7 @@ pub fn workload_config(dir: &Path, workload: &str, record: Option<PathBuf>, prof
         record: record.map(|d| RecordConfig {
             dir: d,
             ring_bytes: crate::recorder::DEFAULT_RING_BYTES,
-            from_boot: false,
+            start: crate::recorder::StartPoint::Init,
             producer: "krr bench".into(),
             kernel_version: String::new(),
         }),

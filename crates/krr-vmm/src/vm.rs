@@ -15,7 +15,8 @@ use crate::emu::{emu_irq_sink, EmuStop, EmuVm};
 use crate::kvm::{irq_sink, KvmError, KvmVm, KvmVmState, StoppedVm, VcpuStop};
 use crate::probe::{probe_kvm, ProbeError};
 use crate::recorder::{
-    RecordSummary, Recorder, RecorderError, RingLocation, CTRL_PANIC, CTRL_START, PORT_CTRL, PORT_FLUSH,
+    RecordSummary, Recorder, RecorderError, RingLocation, StartPoint, CTRL_PANIC, CTRL_START, PORT_CTRL,
+    PORT_FLUSH,
 };
 use crate::snapshot::{decode_memory, encode_memory, SnapshotFile, SnapshotMeta};
 
@@ -84,8 +85,8 @@ pub struct RecordConfig {
     pub dir: PathBuf,
     /// Bytes of guest RAM for the agent's ring.
     pub ring_bytes: u64,
-    /// Start recording as early in boot as the agent can, not just before `/init`.
-    pub from_boot: bool,
+    /// When the agent starts recording (`krr.start=`).
+    pub start: StartPoint,
     /// Written into the trace header, e.g. `krr 0.1.0`.
     pub producer: String,
     /// Kernel release and source version for the trace header.
@@ -251,28 +252,72 @@ fn ring_reservation(cfg: &VmConfig) -> RingLocation {
     RingLocation::top_of(cfg.mem_bytes, bytes)
 }
 
-/// Where the agent's ring is, when recording.
-fn ring_location(cfg: &VmConfig) -> Option<RingLocation> {
-    cfg.record.as_ref().map(|_| ring_reservation(cfg))
-}
-
 /// The kernel command line of a run: the user's, plus where the ring is when recording.
 fn run_cmdline(cfg: &VmConfig) -> String {
-    match (ring_location(cfg), &cfg.record) {
-        (Some(ring), Some(r)) => format!("{} {}", cfg.cmdline, ring.cmdline(r.from_boot)),
-        _ => cfg.cmdline.clone(),
+    match &cfg.record {
+        Some(r) => format!("{} {}", cfg.cmdline, ring_reservation(cfg).cmdline(r.start)),
+        None => cfg.cmdline.clone(),
     }
 }
 
-/// Create the trace directory and its writer for a recording of `cfg` booting `plan`.
+/// The ring of a recording that resumes a snapshot: the one its command line names. Only a VM
+/// saved by `krr record --save-snapshot` (booted with a ring, saved before the agent started)
+/// can be recorded from, and only with the kernel it booted.
+fn snapshot_ring(cfg: &VmConfig, meta: &SnapshotMeta) -> Result<RingLocation, VmError> {
+    let Some(ring) = RingLocation::from_cmdline(&meta.cmdline) else {
+        return Err(snapshot_error(
+            cfg,
+            "it was not saved by `krr record --save-snapshot` (its kernel command line names no ring for the \
+             guest agent)"
+                .into(),
+        ));
+    };
+    let build_id = crate::boot::load_elf(&cfg.vmlinux)?.build_id;
+    if build_id != meta.kernel_build_id {
+        return Err(snapshot_error(
+            cfg,
+            format!(
+                "it was saved with the kernel of build id {}, not {} ({})",
+                meta.kernel_build_id,
+                cfg.vmlinux.display(),
+                build_id
+            ),
+        ));
+    }
+    Ok(ring)
+}
+
+/// A recording-ready snapshot must be taken before the agent starts: from then on the ring is
+/// in use and the start snapshot belongs in a trace.
+fn check_agent_not_started(
+    cfg: &VmConfig,
+    ring: RingLocation,
+    read: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Result<(), VmError> {
+    if ring.agent_started(read)? {
+        let when = cfg.record.as_ref().map_or("init", |r| r.start.name());
+        return Err(VmError::RecordSetup(format!(
+            "the guest agent had already started recording (krr.start={when}) when the VM was to be saved; \
+             save it at an earlier console line"
+        )));
+    }
+    Ok(())
+}
+
+/// Create the trace directory and its writer for a recording of the VM `meta` describes (booted
+/// or resumed), whose agent logs into `ring`. None when the run does not record, or only saves
+/// a recording-ready snapshot.
 fn start_recorder(
     cfg: &VmConfig,
-    accel: Accel,
-    cmdline: &str,
-    plan: &BootPlan,
+    meta: &SnapshotMeta,
+    ring: RingLocation,
     cpuid: Vec<krr_trace::CpuidTable>,
 ) -> Result<Option<Recorder>, VmError> {
-    let (Some(rc), Some(ring)) = (&cfg.record, ring_location(cfg)) else { return Ok(None) };
+    let Some(rc) = &cfg.record else { return Ok(None) };
+    if cfg.save_snapshot.is_some() {
+        return Ok(None);
+    }
+    let accel = if meta.backend == "kvm" { Accel::Kvm } else { Accel::Emu };
     let has_agent = crate::boot::function_symbols(&cfg.vmlinux)?.iter().any(|s| s.name == "krr_start_init");
     if !has_agent {
         return Err(VmError::RecordSetup(format!(
@@ -286,12 +331,12 @@ fn start_recorder(
         producer: rc.producer.clone(),
         vm: krr_trace::VmConfig {
             accel: accel.name().into(),
-            vcpus: cfg.vcpus,
-            mem_bytes: cfg.mem_bytes,
-            cmdline: cmdline.into(),
+            vcpus: meta.vcpus,
+            mem_bytes: meta.mem_bytes,
+            cmdline: meta.cmdline.clone(),
         },
         kernel: krr_trace::KernelInfo {
-            build_id: plan.kernel.build_id.clone(),
+            build_id: meta.kernel_build_id.clone(),
             content_hash: crate::recorder::content_hash(&vmlinux),
             version: rc.kernel_version.clone(),
         },
@@ -302,7 +347,7 @@ fn start_recorder(
     };
     let writer = krr_trace::TraceWriter::create(&rc.dir, header, krr_trace::WriterOptions::default())
         .map_err(RecorderError::Trace)?;
-    Ok(Some(Recorder::new(writer, ring)))
+    Ok(Some(Recorder::new(writer, ring, StartPoint::from_cmdline(&meta.cmdline))))
 }
 
 /// Seal a recording after the run ended with `reason` (or failed).
@@ -363,14 +408,19 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     let cmdline = run_cmdline(cfg);
     let (mut vm, meta, restore_time, mut recorder) = match &resume {
         Some(r) => {
-            if cfg.record.is_some() {
-                return Err(VmError::RecordSetup(
-                    "a recording starts from a boot, not from a snapshot".into(),
-                ));
-            }
-            console.set_init_seen();
             let (vm, meta) = EmuVm::restore(&r.file, devices, queue).map_err(|e| snapshot_error(cfg, e))?;
-            (vm, meta, Some(start.elapsed()), None)
+            let rec = match &cfg.record {
+                Some(_) => {
+                    let ring = snapshot_ring(cfg, &meta)?;
+                    check_agent_not_started(cfg, ring, &|gpa, buf| vm.memory().read(gpa, buf))?;
+                    start_recorder(cfg, &meta, ring, vm.cpuid_tables())?
+                }
+                None => {
+                    console.set_init_seen();
+                    None
+                }
+            };
+            (vm, meta, Some(start.elapsed()), rec)
         }
         None => {
             let plan = boot_plan(cfg, &cmdline)?;
@@ -383,7 +433,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
                 kernel_build_id: plan.kernel.build_id.clone(),
                 instructions: 0,
             };
-            let rec = start_recorder(cfg, Accel::Emu, &cmdline, &plan, vm.cpuid_tables())?;
+            let rec = start_recorder(cfg, &meta, ring_reservation(cfg), vm.cpuid_tables())?;
             (vm, meta, None, rec)
         }
     };
@@ -396,7 +446,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     let base_instructions = vm.instructions;
     let mut instructions_before_record = 0;
     vm.devices_mut().set_command(&cfg.command);
-    if cfg.save_snapshot.is_some() {
+    if cfg.save_snapshot.is_some() && cfg.snapshot_on_console.is_none() {
         vm.stop_at_snapshot_point();
     }
     let mut watch = ConsoleWatch::new(false);
@@ -448,6 +498,16 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
                 break Ok(r);
             }
         }
+        let console_point = cfg.snapshot_on_console.as_ref().is_some_and(|text| console.contains(text));
+        if console_point && !matches!(stop, EmuStop::SnapshotPoint) {
+            // Saved at the end of this slice (at most EMU_SLICE instructions after the line).
+            if let Err(e) = save_emu(cfg, &vm, &meta) {
+                break Err(e);
+            }
+            let path = cfg.save_snapshot.clone().unwrap_or_default();
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            break Ok(ExitReason::SnapshotSaved { path, bytes });
+        }
         if let Some((r, at)) = &panic_pending {
             if recorder.as_ref().is_some_and(|rec| rec.panicked()) || vm.instructions - at > PANIC_GRACE {
                 break Ok(r.clone());
@@ -469,10 +529,10 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
             }
             EmuStop::Failed(msg) => break Err(VmError::Emu(msg)),
             EmuStop::SnapshotPoint => {
-                let path = cfg.save_snapshot.clone().unwrap_or_default();
-                if let Err(e) = vm.save(meta.clone()).write(&path) {
-                    break Err(e.into());
+                if let Err(e) = save_emu(cfg, &vm, &meta) {
+                    break Err(e);
                 }
+                let path = cfg.save_snapshot.clone().unwrap_or_default();
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 break Ok(ExitReason::SnapshotSaved { path, bytes });
             }
@@ -508,6 +568,17 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     })
 }
 
+/// Save the emulated VM to `--save-snapshot` (a recording-ready one only before the agent
+/// starts).
+fn save_emu(cfg: &VmConfig, vm: &EmuVm, meta: &SnapshotMeta) -> Result<(), VmError> {
+    if cfg.record.is_some() {
+        check_agent_not_started(cfg, ring_reservation(cfg), &|gpa, buf| vm.memory().read(gpa, buf))?;
+    }
+    let path = cfg.save_snapshot.clone().unwrap_or_default();
+    vm.save(meta.clone()).write(&path)?;
+    Ok(())
+}
+
 /// Instructions a recorded guest may run after its panic line before the agent reports it.
 const PANIC_GRACE: u64 = 200_000_000;
 
@@ -538,14 +609,20 @@ fn run_kvm(
     let console = Console::new(cfg.echo);
     let (vm, meta, saved_devices, restore_time, recorder) = match &resume {
         Some(r) => {
-            if cfg.record.is_some() {
-                return Err(VmError::RecordSetup(
-                    "a recording starts from a boot, not from a snapshot".into(),
-                ));
-            }
             let (vm, meta, devs) = restore_kvm(&r.file).map_err(|e| snapshot_error(cfg, e))?;
-            console.set_init_seen();
-            (vm, meta, Some(devs), Some(start.elapsed()), None)
+            let rec = match &cfg.record {
+                Some(_) => {
+                    let ring = snapshot_ring(cfg, &meta)?;
+                    let ram = vm.ram();
+                    check_agent_not_started(cfg, ring, &|gpa, buf| ram.read(gpa, buf))?;
+                    start_recorder(cfg, &meta, ring, vm.cpuid_tables().to_vec())?
+                }
+                None => {
+                    console.set_init_seen();
+                    None
+                }
+            };
+            (vm, meta, Some(devs), Some(start.elapsed()), rec.map(|r| Arc::new(Mutex::new(r))))
         }
         None => {
             let plan = boot_plan(cfg, &cmdline)?;
@@ -558,7 +635,7 @@ fn run_kvm(
                 kernel_build_id: plan.kernel.build_id.clone(),
                 instructions: 0,
             };
-            let rec = start_recorder(cfg, Accel::Kvm, &cmdline, &plan, vm.cpuid_tables().to_vec())?;
+            let rec = start_recorder(cfg, &meta, ring_reservation(cfg), vm.cpuid_tables().to_vec())?;
             (vm, meta, None, None, rec.map(|r| Arc::new(Mutex::new(r))))
         }
     };
@@ -641,7 +718,7 @@ fn run_kvm(
             }
         }
         if let Some(text) = &cfg.snapshot_on_console {
-            if String::from_utf8_lossy(&console.bytes()).contains(text.as_str()) {
+            if console.contains(text) {
                 snapshot = true;
                 break Ok(ExitReason::Reset);
             }
@@ -674,6 +751,10 @@ fn run_kvm(
     let record = sealed?;
     if snapshot {
         let path = cfg.save_snapshot.clone().unwrap_or_default();
+        if cfg.record.is_some() {
+            let ram = &stopped.ram;
+            check_agent_not_started(cfg, ring_reservation(cfg), &|gpa, buf| ram.read(gpa, buf))?;
+        }
         let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
         save_kvm(&stopped, meta, &devs, &path)?;
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

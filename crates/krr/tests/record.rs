@@ -330,3 +330,78 @@ fn bad_requests_are_one_line_errors() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("no krr guest agent"), "{e}");
 }
+
+/// Boot once, record many times: `krr record --save-snapshot` saves a recording-ready VM before
+/// the agent's late start; each `krr record --from-snapshot` resumes it and records the end of
+/// the boot and the workload, and the traces replay. Snapshots that cannot be recorded from are
+/// one-line errors.
+#[test]
+fn recordings_from_a_saved_vm_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("late.snap");
+    let mut c = krr();
+    c.args(["record", "--start", "late", "--save-snapshot"])
+        .arg(&snap)
+        .args(["--snapshot-on-console", "Unpacking initramfs"]);
+    let out = vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap();
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(e.contains("saved the recording-ready VM to"), "{e}");
+    assert!(snap.metadata().unwrap().len() > 0);
+
+    let mut counts = Vec::new();
+    for i in 0..2 {
+        let trace = tmp.path().join(format!("t{i}"));
+        let mut c = krr();
+        c.args(["record", "--from-snapshot"]).arg(&snap).arg("-o").arg(&trace);
+        let out = vm_args(&mut c).args(["--", "/bin/hello"]).output().unwrap();
+        let e = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{e}");
+        assert!(text(&out.stdout).contains("hello from the krr guest"), "{}", text(&out.stdout));
+        // The recording began after the last initcall: the rest of the boot is in its console.
+        let console = trace_console(&trace);
+        assert!(
+            console.contains("Freeing unused kernel image") && console.contains("Run /init"),
+            "{console}"
+        );
+        let header = krr().arg("dump").arg(&trace).arg("--header").output().unwrap();
+        assert!(text(&header.stdout).contains("krr.start=late"), "{}", text(&header.stdout));
+        let k = kinds(&trace);
+        assert!(k.get("syscall").copied().unwrap_or(0) > 0, "{k:?}");
+        let rep = krr().arg("replay").arg(&trace).arg("--json").output().unwrap();
+        assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+        assert_eq!((s["diverged"].clone(), s["console_match"].clone()), (false.into(), true.into()), "{s}");
+        counts.push(events(&trace).len());
+    }
+    // The emulator is deterministic: both recordings from the one snapshot are the same run.
+    assert_eq!(counts[0], counts[1]);
+
+    // A VM saved by `krr run` has no ring for the agent.
+    let plain = tmp.path().join("plain.snap");
+    let mut c = krr();
+    c.arg("run").arg("--save-snapshot").arg(&plain);
+    let out = vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut c = krr();
+    c.args(["record", "--from-snapshot"]).arg(&plain).arg("-o").arg(tmp.path().join("t-plain"));
+    let out = vm_args(&mut c).args(["--", "/bin/hello"]).output().unwrap();
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("not saved by `krr record --save-snapshot`"), "{e}");
+    assert!(!tmp.path().join("t-plain").exists());
+
+    // Saving after the agent started would lose the start: refused, nothing saved.
+    let late = tmp.path().join("too-late.snap");
+    let mut c = krr();
+    c.args(["record", "--start", "late", "--save-snapshot"])
+        .arg(&late)
+        .args(["--snapshot-on-console", "Run /init"]);
+    let out = vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap();
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("already started recording"), "{e}");
+    assert!(!late.exists());
+}

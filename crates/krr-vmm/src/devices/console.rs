@@ -97,6 +97,12 @@ impl Console {
         self.lock().bytes.get(start..).map(<[u8]>::to_vec).unwrap_or_default()
     }
 
+    /// Whether the console shows `text` (without copying it out).
+    pub fn contains(&self, text: &str) -> bool {
+        let t = text.as_bytes();
+        !t.is_empty() && self.lock().bytes.windows(t.len()).any(|w| w == t)
+    }
+
     /// Number of bytes written so far.
     pub fn len(&self) -> usize {
         self.lock().bytes.len()
@@ -128,5 +134,7 @@ mod tests {
                 ConsoleEvent::Panic("Kernel panic - not syncing: sysrq triggered crash".into())
             ]
         );
+        assert!(c.contains("Run /init") && c.contains("sysrq triggered"));
+        assert!(!c.contains("Run /sbin/init") && !c.contains(""));
     }
 }

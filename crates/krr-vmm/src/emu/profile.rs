@@ -20,6 +20,10 @@ pub struct Profile {
     pub trace_pc_calls: u64,
     /// Instructions inside the guest agent's functions (`krr_*`: hooks and ring).
     pub agent: u64,
+    /// Of those, instructions in the ring's functions (`krr_ring_*`: open a record with
+    /// interrupts off and the ring locked, publish it, flush a full ring); the rest of `agent`
+    /// is the hooks' own work (deciding, reading the input, writing it into the record).
+    pub ring: u64,
     /// Of those, instructions in the kernel lock's acquire spin `krr_lock_spin`: vCPUs waiting
     /// for the lock (on emu, virtual time is instructions, so this is their waiting time).
     pub lock_spin: u64,
@@ -27,8 +31,9 @@ pub struct Profile {
     lock_range: (u64, u64),
     started: bool,
     trace_pc: u64,
-    /// Sorted, disjoint [start, end) ranges of the agent's functions.
-    agent_ranges: Vec<(u64, u64)>,
+    /// Sorted, disjoint [start, end) ranges of the agent's functions, and whether each is
+    /// one of the ring's.
+    agent_ranges: Vec<(u64, u64, bool)>,
 }
 
 impl Profile {
@@ -42,10 +47,10 @@ impl Profile {
         };
         let start_rip = find("krr_start_init").ok_or_else(|| missing("krr_start_init"))?;
         let trace_pc = find("__sanitizer_cov_trace_pc").ok_or_else(|| missing("__sanitizer_cov_trace_pc"))?;
-        let mut agent_ranges: Vec<(u64, u64)> = syms
+        let mut agent_ranges: Vec<(u64, u64, bool)> = syms
             .iter()
             .filter(|s| s.name.starts_with("krr_") && s.size > 0)
-            .map(|s| (s.addr, s.addr + s.size))
+            .map(|s| (s.addr, s.addr + s.size, s.name.starts_with("krr_ring_")))
             .collect();
         agent_ranges.sort_unstable();
         agent_ranges.dedup();
@@ -75,6 +80,7 @@ impl Profile {
         let i = self.agent_ranges.partition_point(|r| r.0 <= rip);
         if i > 0 && rip < self.agent_ranges[i - 1].1 {
             self.agent += 1;
+            self.ring += u64::from(self.agent_ranges[i - 1].2);
             if (self.lock_range.0..self.lock_range.1).contains(&rip) {
                 self.lock_spin += 1;
             }

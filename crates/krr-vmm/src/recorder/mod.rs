@@ -37,13 +37,71 @@ impl RingLocation {
         RingLocation { gpa, size }
     }
 
-    /// The kernel command line words that tell the agent where the ring is.
-    pub fn cmdline(&self, from_boot: bool) -> String {
+    /// The kernel command line words that tell the agent where the ring is and when to start.
+    pub fn cmdline(&self, start: StartPoint) -> String {
         let mut s = format!("krr.ring={:#x},{}", self.gpa, self.size);
-        if from_boot {
-            s.push_str(" krr.start=boot");
+        if start != StartPoint::Init {
+            s.push_str(&format!(" krr.start={}", start.name()));
         }
         s
+    }
+
+    /// The ring a kernel command line names (`krr.ring=ADDR,SIZE`), if any: a VM saved by
+    /// `krr record --save-snapshot` carries its ring in the command line it booted with.
+    pub fn from_cmdline(cmdline: &str) -> Option<Self> {
+        let arg = cmdline.split_whitespace().find_map(|w| w.strip_prefix("krr.ring="))?;
+        let (gpa, size) = arg.split_once(',')?;
+        let gpa = u64::from_str_radix(gpa.strip_prefix("0x")?, 16).ok()?;
+        Some(RingLocation { gpa, size: size.parse().ok()? })
+    }
+
+    /// Whether the agent has started recording into this ring (its header says `active`); the
+    /// header is all zeroes until it starts.
+    pub fn agent_started(&self, read: &dyn Fn(u64, &mut [u8]) -> bool) -> Result<bool, RecorderError> {
+        let mut b = [0u8; 4];
+        if !read(self.gpa + 48, &mut b) {
+            return Err(RecorderError::Memory { gpa: self.gpa + 48 });
+        }
+        Ok(u32::from_le_bytes(b) != 0)
+    }
+}
+
+/// Where in the guest's life the agent starts recording (`krr.start=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPoint {
+    /// Just before the kernel runs `/init` (the default): a workload's recording.
+    #[default]
+    Init,
+    /// After the last initcall: the end of the boot and the workload, from a VM saved before.
+    Late,
+    /// As early in boot as the agent can run: the kernel alone.
+    Boot,
+}
+
+impl StartPoint {
+    /// The `krr.start=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartPoint::Init => "init",
+            StartPoint::Late => "late",
+            StartPoint::Boot => "boot",
+        }
+    }
+
+    /// The start point called `name` (`init`, `late`, `boot`).
+    pub fn parse(name: &str) -> Option<Self> {
+        [StartPoint::Init, StartPoint::Late, StartPoint::Boot].into_iter().find(|p| p.name() == name)
+    }
+
+    /// The start point a kernel command line asks for (the last `krr.start=` word, as the
+    /// kernel reads it; none: init).
+    pub fn from_cmdline(cmdline: &str) -> Self {
+        cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("krr.start="))
+            .next_back()
+            .and_then(Self::parse)
+            .unwrap_or_default()
     }
 }
 
@@ -75,12 +133,15 @@ pub struct RecordSummary {
     /// Inputs whose log slot was reserved but never filled (the kernel stopped inside them).
     pub unfinished_inputs: u64,
     pub snapshot_bytes: u64,
+    /// Where the agent started (the `krr.start=` of the recorded kernel's command line).
+    pub start: StartPoint,
 }
 
 /// Drains the ring into a [`TraceWriter`].
 #[derive(Debug)]
 pub struct Recorder {
     ring: RingLocation,
+    start: StartPoint,
     writer: TraceWriter,
     /// Bytes of the current data area already turned into events.
     consumed: u64,
@@ -98,9 +159,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(writer: TraceWriter, ring: RingLocation) -> Self {
+    pub fn new(writer: TraceWriter, ring: RingLocation, start: StartPoint) -> Self {
         Recorder {
             ring,
+            start,
             writer,
             consumed: 0,
             pending: BTreeMap::new(),
@@ -268,6 +330,7 @@ impl Recorder {
             self.writer.finish(0, reason, end_ms)?;
         Ok(RecordSummary {
             dir,
+            start: self.start,
             end_reason: reason,
             events,
             event_bytes,
@@ -338,11 +401,37 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_and_start_point_round_trip_through_the_command_line() {
+        let ring = RingLocation::top_of(256 << 20, DEFAULT_RING_BYTES);
+        for start in [StartPoint::Init, StartPoint::Late, StartPoint::Boot] {
+            let line = format!("console=ttyS0 {} quiet", ring.cmdline(start));
+            assert_eq!(RingLocation::from_cmdline(&line), Some(ring), "{line}");
+            assert_eq!(StartPoint::from_cmdline(&line), start, "{line}");
+        }
+        assert_eq!(ring.cmdline(StartPoint::Init), "krr.ring=0xfc00000,4194304");
+        assert_eq!(RingLocation::from_cmdline("console=ttyS0 krr.ring=12,34"), None);
+        assert_eq!(RingLocation::from_cmdline("console=ttyS0"), None);
+        // As the kernel does: the last word wins; an unknown value is not a start point.
+        assert_eq!(StartPoint::from_cmdline("krr.start=boot krr.start=late"), StartPoint::Late);
+        assert_eq!(StartPoint::parse("later"), None);
+    }
+
+    #[test]
+    fn the_agent_has_started_once_its_header_says_active() {
+        let mem = Mem(std::cell::RefCell::new(vec![0u8; SIZE as usize]));
+        let ring = RingLocation { gpa: 0, size: SIZE };
+        assert!(!ring.agent_started(&mem.reader()).unwrap());
+        mem.set_data(0, 0, &[]);
+        assert!(ring.agent_started(&mem.reader()).unwrap());
+        assert!(RingLocation { gpa: SIZE * 2, size: SIZE }.agent_started(&mem.reader()).is_err());
+    }
+
+    #[test]
     fn drains_reorders_flushes_and_seals() {
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("t");
         let w = TraceWriter::create(&trace, Header::default(), WriterOptions::default()).unwrap();
-        let mut rec = Recorder::new(w, RingLocation { gpa: 0, size: SIZE });
+        let mut rec = Recorder::new(w, RingLocation { gpa: 0, size: SIZE }, StartPoint::Init);
         std::fs::write(rec.snapshot_path(), b"snap").unwrap();
         rec.on_start().unwrap();
         let mem = Mem(std::cell::RefCell::new(vec![0u8; SIZE as usize]));
@@ -396,7 +485,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w =
             TraceWriter::create(&dir.path().join("t"), Header::default(), WriterOptions::default()).unwrap();
-        let mut rec = Recorder::new(w, RingLocation { gpa: 0, size: SIZE });
+        let mut rec = Recorder::new(w, RingLocation { gpa: 0, size: SIZE }, StartPoint::Init);
         std::fs::write(rec.snapshot_path(), b"snap").unwrap();
         rec.on_start().unwrap();
         let mem = Mem(std::cell::RefCell::new(vec![0u8; SIZE as usize]));
@@ -410,6 +499,6 @@ mod tests {
     fn ring_goes_to_the_top_of_ram() {
         let r = RingLocation::top_of(512 << 20, DEFAULT_RING_BYTES);
         assert_eq!(r.gpa, (512 << 20) - DEFAULT_RING_BYTES);
-        assert_eq!(r.cmdline(true), format!("krr.ring={:#x},{} krr.start=boot", r.gpa, r.size));
+        assert_eq!(r.cmdline(StartPoint::Boot), format!("krr.ring={:#x},{} krr.start=boot", r.gpa, r.size));
     }
 }

@@ -119,7 +119,12 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     cfg.profile = args.child_profile;
     if args.child.as_deref() == Some("record") {
         let dir = args.child_trace.clone().context("--child-trace")?;
-        cfg.record = Some(super::record::record_config(&cfg, dir, DEFAULT_RING_BYTES, false));
+        cfg.record = Some(super::record::record_config(
+            &cfg,
+            dir,
+            DEFAULT_RING_BYTES,
+            krr_vmm::recorder::StartPoint::Init,
+        ));
     }
     let out = krr_vmm::vm::run(&cfg)?;
     let exit = match &out.reason {
@@ -147,6 +152,7 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "kernel": p.kernel,
             "trace_pc_calls": p.trace_pc_calls,
             "agent": p.agent,
+            "ring": p.ring,
         })),
     });
     println!("{CHILD_PREFIX}{v}");
@@ -251,7 +257,7 @@ struct Workload {
     replayed_instructions: u64,
     /// Median of the replays' own instructions/second.
     replay_events: u64,
-    /// Profiled run and recording: user, kernel, trace_pc_calls, agent.
+    /// Profiled run and recording: user, kernel, trace_pc_calls, agent, ring.
     profile_run: Option<Value>,
     profile_record: Option<Value>,
     /// QEMU rr log of the last recording: whole file, and bytes written by the time the
@@ -710,13 +716,14 @@ impl Bench {
         let _ = writeln!(s, "\nGuest instructions (krr, exact, profiled run and recording) and events");
         let _ = writeln!(
             s,
-            "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
+            "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
             "workload",
             "user",
             "kernel run",
             "kernel rec",
             "kern+%",
             "agent%",
+            "ring%",
             "pos%",
             "+ins/ev",
             "events",
@@ -726,11 +733,12 @@ impl Bench {
             "flushes"
         );
         for w in ws {
-            let (ur, kr, kc, ag, pc) = (
+            let (ur, kr, kc, ag, ring, pc) = (
                 pu(&w.profile_run, "user"),
                 pu(&w.profile_run, "kernel"),
                 pu(&w.profile_record, "kernel"),
                 pu(&w.profile_record, "agent"),
+                pu(&w.profile_record, "ring"),
                 pu(&w.profile_run, "trace_pc_calls"),
             );
             let (urec,) = (pu(&w.profile_record, "user"),);
@@ -754,13 +762,14 @@ impl Bench {
             let rep = w.replay.median();
             let _ = writeln!(
                 s,
-                "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
+                "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
                 w.name,
                 ur.map(|v| v.to_string()).unwrap_or("-".into()),
                 kr.map(|v| v.to_string()).unwrap_or("-".into()),
                 kc.map(|v| v.to_string()).unwrap_or("-".into()),
                 fmt_opt(kern_plus, 1),
                 fmt_opt(pct(ag, kr), 1),
+                fmt_opt(pct(ring, kr), 1),
                 fmt_opt(pos, 1),
                 fmt_opt(per_ev, 0),
                 w.events,
@@ -817,7 +826,8 @@ impl Bench {
             s,
             "\nuser, kernel run/rec: instructions from the kernel's krr_start_init to the end (profiled run, profiled \
              recording). kern+%: extra kernel instructions when recording. agent%: instructions in the agent's krr_* \
-             functions while recording, of the unrecorded kernel's. pos%: the position counter (call+incq+ret per \
+             functions while recording, of the unrecorded kernel's; ring%: the part of them in the ring's \
+             krr_ring_* functions (the rest is the hooks'). pos%: the position counter (call+incq+ret per \
              instrumented block; krr run pays it too) relative to the kernel without it. +ins/ev: extra guest \
              instructions per recorded event. repl Mk/s: kernel instructions replayed per second. flushes: ring-full \
              exits. events B: the compressed event stream; trace B: the whole trace directory (start snapshot, \

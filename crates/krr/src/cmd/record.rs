@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use krr_vmm::recorder::StartPoint;
 use krr_vmm::vm::RecordConfig;
 use krr_vmm::ExitReason;
 
@@ -15,10 +16,16 @@ use super::run::{parse_size, VmArgs};
 /// it receives — system calls, exceptions, interrupts with their exact position, user memory it
 /// reads, port/MMIO reads, RDTSC, RDMSR, CPUID — and krr writes them into the trace directory DIR.
 ///
-/// Recording starts just before the kernel runs /init (or early in boot with --from-boot) with
-/// a snapshot of the whole machine, and ends when the workload exits, the guest kernel panics,
-/// or krr is interrupted (Ctrl-C, SIGTERM); in every case the trace is sealed and `krr dump`
-/// reads it. A recorder killed outright leaves a trace readable up to its last written block.
+/// Recording starts just before the kernel runs /init (--start late: after the last initcall;
+/// --start boot or --from-boot: early in boot) with a snapshot of the whole machine, and ends
+/// when the workload exits, the guest kernel panics, or krr is interrupted (Ctrl-C, SIGTERM);
+/// in every case the trace is sealed and `krr dump` reads it. A recorder killed outright leaves
+/// a trace readable up to its last written block.
+///
+/// Boot once, record many times: --save-snapshot FILE --snapshot-on-console TEXT boots a
+/// recording-ready guest (its ring reserved and named on the kernel command line), saves the VM
+/// when the console shows TEXT — which must come before the agent starts, e.g. with --start late
+/// — and exits without a trace; --from-snapshot FILE resumes it and records from there.
 ///
 /// With --smp N (up to 8) the guest kernel runs under the agent's kernel lock: one vCPU at a
 /// time in the kernel, user space in parallel, every hand-off in the trace (docs/multicore.md).
@@ -30,14 +37,29 @@ use super::run::{parse_size, VmArgs};
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     /// The trace directory to create (it must not exist, or be empty).
-    #[arg(short, long, value_name = "DIR")]
-    pub output: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "save_snapshot")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub vm: VmArgs,
-    /// Start recording as early in boot as the guest agent can run (for recordings of the
-    /// kernel alone), instead of just before /init.
-    #[arg(long)]
+    /// When the guest agent starts recording: init (just before the kernel runs /init), late
+    /// (after the last initcall: the end of the boot, then the workload), or boot (as early as
+    /// the agent can run: the kernel alone).
+    #[arg(long, value_name = "WHEN", default_value = "init", value_parser = ["init", "late", "boot"])]
+    pub start: String,
+    /// Same as --start boot.
+    #[arg(long, conflicts_with = "start")]
     pub from_boot: bool,
+    /// Boot a recording-ready guest, save it to FILE when the console shows the
+    /// --snapshot-on-console text (before the agent starts), and exit. No trace is written.
+    #[arg(long, value_name = "FILE", requires = "snapshot_on_console", conflicts_with = "from_snapshot")]
+    pub save_snapshot: Option<PathBuf>,
+    /// The console text at which --save-snapshot saves the VM.
+    #[arg(long, value_name = "TEXT", requires = "save_snapshot")]
+    pub snapshot_on_console: Option<String>,
+    /// Resume a VM saved by `krr record --save-snapshot` and record from there (its backend,
+    /// vCPUs, memory, ring and start point are the snapshot's).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring"])]
+    pub from_snapshot: Option<PathBuf>,
     /// Guest memory reserved for the agent's log ring; the guest stops to hand it over when it
     /// is full.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
@@ -54,16 +76,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if !(64 << 10..=256 << 20).contains(&args.ring) || args.ring % 4096 != 0 {
         bail!("--ring {}: the ring must be 64K to 256M, a multiple of 4K", args.ring);
     }
-    if args.output.exists() && std::fs::read_dir(&args.output).map(|mut d| d.next().is_some()).unwrap_or(true)
-    {
+    let start =
+        if args.from_boot { StartPoint::Boot } else { StartPoint::parse(&args.start).unwrap_or_default() };
+    let mut cfg = args.vm.config(&args.cmd)?;
+    if let Some(snap) = &args.save_snapshot {
+        cfg.save_snapshot = Some(snap.clone());
+        cfg.snapshot_on_console = args.snapshot_on_console.clone();
+        cfg.record = Some(record_config(&cfg, PathBuf::new(), args.ring, start));
+        let out = krr_vmm::vm::run(&cfg).with_context(|| format!("saving {}", snap.display()))?;
+        return Ok(match out.reason {
+            ExitReason::SnapshotSaved { path, bytes } => {
+                eprintln!(
+                    "krr record: saved the recording-ready VM to {} ({} MiB, accel {}); record from it with \
+                     `krr record --from-snapshot {} -o DIR -- CMD`",
+                    path.display(),
+                    bytes >> 20,
+                    out.accel.name(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            other => bail!("the guest ended before its console showed the snapshot text: {other:?}"),
+        });
+    }
+    let output = args.output.clone().context("-o DIR")?;
+    if output.exists() && std::fs::read_dir(&output).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!(
             "{}: exists and is not an empty directory (krr record never overwrites a trace)",
-            args.output.display()
+            output.display()
         );
     }
-    let mut cfg = args.vm.config(&args.cmd)?;
-    cfg.record = Some(record_config(&cfg, args.output.clone(), args.ring, args.from_boot));
-    let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", args.output.display()))?;
+    cfg.from_snapshot = args.from_snapshot.clone();
+    cfg.record = Some(record_config(&cfg, output.clone(), args.ring, start));
+    let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", output.display()))?;
     let secs = out.elapsed.as_secs_f64();
     let Some(rec) = &out.record else { bail!("the run ended without a trace") };
     if rec.snapshot_bytes == 0 {
@@ -121,7 +166,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             eprintln!("krr record: interrupted; the trace is sealed");
             ExitCode::from(130)
         }
-        ExitReason::KvmCannotRunUserSpace if args.from_boot => {
+        ExitReason::KvmCannotRunUserSpace if rec.start != StartPoint::Init => {
             eprintln!(
                 "krr record: recorded the kernel up to Run /init (this host's KVM cannot run the guest's user space)"
             );
@@ -130,7 +175,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         ExitReason::KvmCannotRunUserSpace => {
             eprintln!(
                 "krr record: the kernel reached Run /init, but this host's KVM cannot run the guest's user space \
-                 (see krr doctor); use --accel emu, or --from-boot to record the kernel alone"
+                 (see krr doctor); use --accel emu, or --start boot or late to record the kernel alone"
             );
             ExitCode::from(125)
         }
@@ -144,7 +189,7 @@ pub fn record_config(
     cfg: &krr_vmm::VmConfig,
     dir: PathBuf,
     ring_bytes: u64,
-    from_boot: bool,
+    start: StartPoint,
 ) -> RecordConfig {
     let kernel_version = cfg
         .vmlinux
@@ -155,7 +200,7 @@ pub fn record_config(
     RecordConfig {
         dir,
         ring_bytes,
-        from_boot,
+        start,
         producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
         kernel_version,
     }
