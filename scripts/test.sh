@@ -20,6 +20,13 @@ export KRR_GUEST_DIR
 step "cargo test"
 cargo test --workspace
 
+if [ "$(id -u)" = 0 ]; then
+    step "recording onto a full disk (mounts a small tmpfs: root only)"
+    cargo test -p krr --test record -- --ignored a_full_disk
+else
+    echo "note: not root: the full-disk recording test did not run"
+fi
+
 if [ -e /dev/kvm ]; then
     step "differential tests against the CPU through KVM"
     cargo test --release -p krr-difftest -- --ignored

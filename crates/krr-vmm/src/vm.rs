@@ -288,20 +288,28 @@ fn snapshot_ring(cfg: &VmConfig, meta: &SnapshotMeta) -> Result<RingLocation, Vm
 }
 
 /// A recording-ready snapshot must be taken before the agent starts: from then on the ring is
-/// in use and the start snapshot belongs in a trace.
+/// in use and the start snapshot belongs in a trace. Checked when saving one (`resumed`: when
+/// recording from one).
 fn check_agent_not_started(
     cfg: &VmConfig,
     ring: RingLocation,
+    resumed: bool,
     read: &dyn Fn(u64, &mut [u8]) -> bool,
 ) -> Result<(), VmError> {
-    if ring.agent_started(read)? {
-        let when = cfg.record.as_ref().map_or("init", |r| r.start.name());
-        return Err(VmError::RecordSetup(format!(
-            "the guest agent had already started recording (krr.start={when}) when the VM was to be saved; \
-             save it at an earlier console line"
-        )));
+    if !ring.agent_started(read)? {
+        return Ok(());
     }
-    Ok(())
+    if resumed {
+        return Err(snapshot_error(
+            cfg,
+            "the guest agent had already started recording when it was saved".into(),
+        ));
+    }
+    Err(VmError::RecordSetup(format!(
+        "the guest agent had already started recording (krr.start={}) when the VM was to be saved; save it at \
+         an earlier console line",
+        cfg.record.as_ref().map_or("init", |r| r.start.name())
+    )))
 }
 
 /// Create the trace directory and its writer for a recording of the VM `meta` describes (booted
@@ -412,7 +420,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
             let rec = match &cfg.record {
                 Some(_) => {
                     let ring = snapshot_ring(cfg, &meta)?;
-                    check_agent_not_started(cfg, ring, &|gpa, buf| vm.memory().read(gpa, buf))?;
+                    check_agent_not_started(cfg, ring, true, &|gpa, buf| vm.memory().read(gpa, buf))?;
                     start_recorder(cfg, &meta, ring, vm.cpuid_tables())?
                 }
                 None => {
@@ -499,7 +507,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
             }
         }
         let console_point = cfg.snapshot_on_console.as_ref().is_some_and(|text| console.contains(text));
-        if console_point && !matches!(stop, EmuStop::SnapshotPoint) {
+        if console_point {
             // Saved at the end of this slice (at most EMU_SLICE instructions after the line).
             if let Err(e) = save_emu(cfg, &vm, &meta) {
                 break Err(e);
@@ -572,7 +580,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
 /// starts).
 fn save_emu(cfg: &VmConfig, vm: &EmuVm, meta: &SnapshotMeta) -> Result<(), VmError> {
     if cfg.record.is_some() {
-        check_agent_not_started(cfg, ring_reservation(cfg), &|gpa, buf| vm.memory().read(gpa, buf))?;
+        check_agent_not_started(cfg, ring_reservation(cfg), false, &|gpa, buf| vm.memory().read(gpa, buf))?;
     }
     let path = cfg.save_snapshot.clone().unwrap_or_default();
     vm.save(meta.clone()).write(&path)?;
@@ -614,7 +622,7 @@ fn run_kvm(
                 Some(_) => {
                     let ring = snapshot_ring(cfg, &meta)?;
                     let ram = vm.ram();
-                    check_agent_not_started(cfg, ring, &|gpa, buf| ram.read(gpa, buf))?;
+                    check_agent_not_started(cfg, ring, true, &|gpa, buf| ram.read(gpa, buf))?;
                     start_recorder(cfg, &meta, ring, vm.cpuid_tables().to_vec())?
                 }
                 None => {
@@ -753,7 +761,7 @@ fn run_kvm(
         let path = cfg.save_snapshot.clone().unwrap_or_default();
         if cfg.record.is_some() {
             let ram = &stopped.ram;
-            check_agent_not_started(cfg, ring_reservation(cfg), &|gpa, buf| ram.read(gpa, buf))?;
+            check_agent_not_started(cfg, ring_reservation(cfg), false, &|gpa, buf| ram.read(gpa, buf))?;
         }
         let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
         save_kvm(&stopped, meta, &devs, &path)?;

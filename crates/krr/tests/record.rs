@@ -273,6 +273,48 @@ fn killed_recorder_leaves_a_readable_trace() {
     assert!(!k.contains_key("end"), "{k:?}");
 }
 
+/// A full disk while recording: one line naming the file and ENOSPC, exit 1, and the trace keeps
+/// every block written before (the start snapshot fits; the events overflow a 3,800 KiB tmpfs).
+/// Needs root to mount the tmpfs, so it is `#[ignore]`d; `scripts/test.sh` runs it as root.
+#[test]
+#[ignore = "needs root (mounts a small tmpfs)"]
+fn a_full_disk_is_one_line_and_keeps_what_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3800K", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on {} (run as root)", mnt.display());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let trace = mnt.join("t");
+    let out = record(&trace, &["/bin/forkexec"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("No space left on device") && e.contains("events"), "{e}");
+    // What was written before the disk filled reads: the snapshot and the first blocks.
+    assert!(trace.join("snapshot").exists());
+    // The last block was cut short by the full disk: krr dump shows the events before it and
+    // says where the damage starts (exit 1).
+    let out = krr().arg("dump").arg(&trace).arg("--stats").output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("complete: no"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("events before it are intact"), "{stderr}");
+    let syscalls = stdout.lines().find(|l| l.starts_with("syscall")).unwrap_or_default();
+    let n: u64 = syscalls.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(n > 0, "{stdout}");
+}
+
 #[test]
 fn bad_requests_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();

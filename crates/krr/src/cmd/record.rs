@@ -51,14 +51,14 @@ pub struct RecordArgs {
     pub from_boot: bool,
     /// Boot a recording-ready guest, save it to FILE when the console shows the
     /// --snapshot-on-console text (before the agent starts), and exit. No trace is written.
-    #[arg(long, value_name = "FILE", requires = "snapshot_on_console", conflicts_with = "from_snapshot")]
+    #[arg(long, value_name = "FILE", requires = "snapshot_on_console", conflicts_with_all = ["from_snapshot", "output"])]
     pub save_snapshot: Option<PathBuf>,
     /// The console text at which --save-snapshot saves the VM.
     #[arg(long, value_name = "TEXT", requires = "save_snapshot")]
     pub snapshot_on_console: Option<String>,
     /// Resume a VM saved by `krr record --save-snapshot` and record from there (its backend,
     /// vCPUs, memory, ring and start point are the snapshot's).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring", "accel", "smp", "mem"])]
     pub from_snapshot: Option<PathBuf>,
     /// Guest memory reserved for the agent's log ring; the guest stops to hand it over when it
     /// is full.
@@ -96,7 +96,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
                 );
                 ExitCode::SUCCESS
             }
-            other => bail!("the guest ended before its console showed the snapshot text: {other:?}"),
+            other => bail!(
+                "nothing saved: the guest ended ({other:?}) before its console showed {:?}",
+                args.snapshot_on_console.as_deref().unwrap_or_default()
+            ),
         });
     }
     let output = args.output.clone().context("-o DIR")?;
