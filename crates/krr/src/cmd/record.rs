@@ -57,8 +57,8 @@ pub struct RecordArgs {
     #[arg(long, value_name = "TEXT", requires = "save_snapshot")]
     pub snapshot_on_console: Option<String>,
     /// Resume a VM saved by `krr record --save-snapshot` and record from there (its backend,
-    /// vCPUs, memory, ring and start point are the snapshot's).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring", "accel", "smp", "mem"])]
+    /// vCPUs, memory, ring and start point are the snapshot's; --accel is not looked at).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring", "smp", "mem"])]
     pub from_snapshot: Option<PathBuf>,
     /// Guest memory reserved for the agent's log ring; the guest stops to hand it over when it
     /// is full.
