@@ -312,6 +312,23 @@ fn check_agent_not_started(
     )))
 }
 
+/// The recorder of a run that resumes the snapshot `meta` describes: none unless recording; else
+/// the snapshot must be recording-ready (its ring, its kernel, its agent not started yet).
+/// `read` reads the restored guest memory.
+fn resumed_recorder(
+    cfg: &VmConfig,
+    meta: &SnapshotMeta,
+    read: &dyn Fn(u64, &mut [u8]) -> bool,
+    cpuid: Vec<krr_trace::CpuidTable>,
+) -> Result<Option<Recorder>, VmError> {
+    if cfg.record.is_none() {
+        return Ok(None);
+    }
+    let ring = snapshot_ring(cfg, meta)?;
+    check_agent_not_started(cfg, ring, true, read)?;
+    start_recorder(cfg, meta, ring, cpuid)
+}
+
 /// Create the trace directory and its writer for a recording of the VM `meta` describes (booted
 /// or resumed), whose agent logs into `ring`. None when the run does not record, or only saves
 /// a recording-ready snapshot.
@@ -417,17 +434,11 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
     let (mut vm, meta, restore_time, mut recorder) = match &resume {
         Some(r) => {
             let (vm, meta) = EmuVm::restore(&r.file, devices, queue).map_err(|e| snapshot_error(cfg, e))?;
-            let rec = match &cfg.record {
-                Some(_) => {
-                    let ring = snapshot_ring(cfg, &meta)?;
-                    check_agent_not_started(cfg, ring, true, &|gpa, buf| vm.memory().read(gpa, buf))?;
-                    start_recorder(cfg, &meta, ring, vm.cpuid_tables())?
-                }
-                None => {
-                    console.set_init_seen();
-                    None
-                }
-            };
+            let rec =
+                resumed_recorder(cfg, &meta, &|gpa, buf| vm.memory().read(gpa, buf), vm.cpuid_tables())?;
+            if rec.is_none() {
+                console.set_init_seen();
+            }
             (vm, meta, Some(start.elapsed()), rec)
         }
         None => {
@@ -509,12 +520,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         let console_point = cfg.snapshot_on_console.as_ref().is_some_and(|text| console.contains(text));
         if console_point {
             // Saved at the end of this slice (at most EMU_SLICE instructions after the line).
-            if let Err(e) = save_emu(cfg, &vm, &meta) {
-                break Err(e);
-            }
-            let path = cfg.save_snapshot.clone().unwrap_or_default();
-            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            break Ok(ExitReason::SnapshotSaved { path, bytes });
+            break save_emu(cfg, &vm, &meta);
         }
         if let Some((r, at)) = &panic_pending {
             if recorder.as_ref().is_some_and(|rec| rec.panicked()) || vm.instructions - at > PANIC_GRACE {
@@ -536,14 +542,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
                 })
             }
             EmuStop::Failed(msg) => break Err(VmError::Emu(msg)),
-            EmuStop::SnapshotPoint => {
-                if let Err(e) = save_emu(cfg, &vm, &meta) {
-                    break Err(e);
-                }
-                let path = cfg.save_snapshot.clone().unwrap_or_default();
-                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                break Ok(ExitReason::SnapshotSaved { path, bytes });
-            }
+            EmuStop::SnapshotPoint => break save_emu(cfg, &vm, &meta),
         }
         if cfg.timeout.is_some_and(|t| start.elapsed() > t) {
             break Ok(ExitReason::Timeout);
@@ -577,14 +576,20 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
 }
 
 /// Save the emulated VM to `--save-snapshot` (a recording-ready one only before the agent
-/// starts).
-fn save_emu(cfg: &VmConfig, vm: &EmuVm, meta: &SnapshotMeta) -> Result<(), VmError> {
+/// starts); the run ends with it.
+fn save_emu(cfg: &VmConfig, vm: &EmuVm, meta: &SnapshotMeta) -> Result<ExitReason, VmError> {
     if cfg.record.is_some() {
         check_agent_not_started(cfg, ring_reservation(cfg), false, &|gpa, buf| vm.memory().read(gpa, buf))?;
     }
     let path = cfg.save_snapshot.clone().unwrap_or_default();
     vm.save(meta.clone()).write(&path)?;
-    Ok(())
+    Ok(snapshot_saved(path))
+}
+
+/// How a run that saved its VM to `path` ends.
+fn snapshot_saved(path: PathBuf) -> ExitReason {
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    ExitReason::SnapshotSaved { path, bytes }
 }
 
 /// Instructions a recorded guest may run after its panic line before the agent reports it.
@@ -618,18 +623,12 @@ fn run_kvm(
     let (vm, meta, saved_devices, restore_time, recorder) = match &resume {
         Some(r) => {
             let (vm, meta, devs) = restore_kvm(&r.file).map_err(|e| snapshot_error(cfg, e))?;
-            let rec = match &cfg.record {
-                Some(_) => {
-                    let ring = snapshot_ring(cfg, &meta)?;
-                    let ram = vm.ram();
-                    check_agent_not_started(cfg, ring, true, &|gpa, buf| ram.read(gpa, buf))?;
-                    start_recorder(cfg, &meta, ring, vm.cpuid_tables().to_vec())?
-                }
-                None => {
-                    console.set_init_seen();
-                    None
-                }
-            };
+            let ram = vm.ram();
+            let rec =
+                resumed_recorder(cfg, &meta, &|gpa, buf| ram.read(gpa, buf), vm.cpuid_tables().to_vec())?;
+            if rec.is_none() {
+                console.set_init_seen();
+            }
             (vm, meta, Some(devs), Some(start.elapsed()), rec.map(|r| Arc::new(Mutex::new(r))))
         }
         None => {
@@ -765,8 +764,7 @@ fn run_kvm(
         }
         let devs = devices.lock().unwrap_or_else(|p| p.into_inner()).state();
         save_kvm(&stopped, meta, &devs, &path)?;
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        reason = ExitReason::SnapshotSaved { path, bytes };
+        reason = snapshot_saved(path);
     }
     Ok(RunOutcome {
         reason,

@@ -11,20 +11,17 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::guest_dir;
+use common::{guest_dir, kernel_args};
 
 #[test]
 #[ignore = "needs /dev/kvm and several minutes"]
 fn kvm_boot_snapshot_restore_reaches_init() {
-    let dir = guest_dir();
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("kvm.snap");
     let krr = env!("CARGO_BIN_EXE_krr");
-    let (vmlinux, initrd) = (dir.join("vmlinux"), dir.join("initramfs.cpio"));
-    let kernel = ["--kernel", vmlinux.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()];
     let out = Command::new(krr)
         .args(["run", "--quiet", "--accel", "kvm", "--timeout", "1500"])
-        .args(kernel)
+        .args(kernel_args())
         .args([
             "--save-snapshot",
             snap.to_str().unwrap(),
@@ -85,7 +82,7 @@ fn kvm_records_the_end_of_the_boot_from_a_saved_vm_and_it_replays() {
             .arg(snap)
             .arg("-o")
             .arg(&trace)
-            .args(kernel_args().iter())
+            .args(kernel_args())
             .args(["--", "/bin/true"])
             .output()
             .unwrap();
@@ -113,12 +110,6 @@ fn kvm_records_the_end_of_the_boot_from_a_saved_vm_and_it_replays() {
     assert!(console.contains("Run /init as init process"), "{console}");
 }
 
-/// `--kernel` and `--initrd` of the guest build.
-fn kernel_args() -> Vec<PathBuf> {
-    let dir = guest_dir();
-    vec!["--kernel".into(), dir.join("vmlinux"), "--initrd".into(), dir.join("initramfs.cpio")]
-}
-
 /// The recording-ready kvm VM saved before the agent's late start, booted once per guest build
 /// (the build directory's name is the hash of its inputs) and reused after that.
 fn late_boot_snapshot() -> PathBuf {
@@ -138,7 +129,7 @@ fn late_boot_snapshot() -> PathBuf {
         .arg("--save-snapshot")
         .arg(&partial)
         .args(["--snapshot-on-console", "Freeing initrd memory"])
-        .args(kernel_args().iter())
+        .args(kernel_args())
         .args(["--", "/bin/true"])
         .output()
         .unwrap();
@@ -165,7 +156,6 @@ fn kvm_records_two_vcpus_from_boot_and_it_replays() {
 /// Record the kernel from boot on `smp` KVM vCPUs for a bounded time, check the trace, replay it
 /// on krr-emu with zero divergences; the trace's events as JSON.
 fn record_from_boot_and_replay(smp: u32) -> Vec<serde_json::Value> {
-    let dir = guest_dir();
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("kvm-trace");
     let krr = env!("CARGO_BIN_EXE_krr");
@@ -178,16 +168,7 @@ fn record_from_boot_and_replay(smp: u32) -> Vec<serde_json::Value> {
         // it; NMIs run outside the kernel lock (docs/multicore.md), so keep them out.
         cmd.args(["--append", "rcupdate.rcu_cpu_stall_suppress=1"]);
     }
-    let out = cmd
-        .arg("-o")
-        .arg(&trace)
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
-        .args(["--", "/bin/true"])
-        .output()
-        .unwrap();
+    let out = cmd.arg("-o").arg(&trace).args(kernel_args()).args(["--", "/bin/true"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(accel kvm)"), "{err}");
     match out.status.code() {

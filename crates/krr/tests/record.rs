@@ -10,22 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::guest_dir;
+use common::{guest_dir, kernel_args};
 
 fn krr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_krr"))
 }
 
 fn vm_args(cmd: &mut Command) -> &mut Command {
-    let dir = guest_dir();
-    cmd.arg("--quiet")
-        .arg("--accel")
-        .arg("emu")
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
-        .args(["--timeout", "600"])
+    cmd.args(["--quiet", "--accel", "emu"]).args(kernel_args()).args(["--timeout", "600"])
 }
 
 fn record(trace: &Path, cmd: &[&str]) -> Output {
@@ -330,14 +322,10 @@ fn bad_requests_are_one_line_errors() {
         assert!(!tmp.path().join("a").exists(), "{args:?}");
     }
     // --emu-seed is an emu option: with kvm it is an error, said before anything runs.
-    let dir = guest_dir();
     let out = krr()
         .args(["record", "--quiet", "--accel", "kvm", "--emu-seed", "1", "-o"])
         .arg(tmp.path().join("b"))
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
+        .args(kernel_args())
         .args(["--", "/bin/hello"])
         .output()
         .unwrap();
@@ -380,12 +368,16 @@ fn bad_requests_are_one_line_errors() {
 #[test]
 fn recordings_from_a_saved_vm_replay() {
     let tmp = tempfile::tempdir().unwrap();
+    // `krr record --start late` saving the VM to `snap` at the console line `at`.
+    let save = |snap: &Path, at: &str| {
+        let mut c = krr();
+        c.args(["record", "--start", "late", "--save-snapshot"])
+            .arg(snap)
+            .args(["--snapshot-on-console", at]);
+        vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap()
+    };
     let snap = tmp.path().join("late.snap");
-    let mut c = krr();
-    c.args(["record", "--start", "late", "--save-snapshot"])
-        .arg(&snap)
-        .args(["--snapshot-on-console", "Unpacking initramfs"]);
-    let out = vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap();
+    let out = save(&snap, "Unpacking initramfs");
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{e}");
     assert!(e.contains("saved the recording-ready VM to"), "{e}");
@@ -436,11 +428,7 @@ fn recordings_from_a_saved_vm_replay() {
 
     // Saving after the agent started would lose the start: refused, nothing saved.
     let late = tmp.path().join("too-late.snap");
-    let mut c = krr();
-    c.args(["record", "--start", "late", "--save-snapshot"])
-        .arg(&late)
-        .args(["--snapshot-on-console", "Run /init"]);
-    let out = vm_args(&mut c).args(["--", "/bin/true"]).output().unwrap();
+    let out = save(&late, "Run /init");
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::guest_dir;
+use common::{guest_dir, kernel_args};
 
 struct Run {
     code: i32,
@@ -15,14 +15,10 @@ struct Run {
 }
 
 fn krr_run(extra: &[&str], cmd: &[&str]) -> Run {
-    let dir = guest_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_krr"))
         .arg("run")
         .arg("--quiet")
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
+        .args(kernel_args())
         .args(["--timeout", "600"])
         .args(extra)
         .arg("--")
@@ -103,10 +99,8 @@ fn missing_kvm_is_one_line_and_auto_falls_back() {
 
     let out = Command::new(env!("CARGO_BIN_EXE_krr"))
         .env("KRR_KVM_DEVICE", "/nonexistent/kvm")
-        .args(["run", "--quiet", "--accel", "auto", "--kernel"])
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
+        .args(["run", "--quiet", "--accel", "auto"])
+        .args(kernel_args())
         .args(["--", "/bin/true"])
         .output()
         .unwrap();

@@ -58,9 +58,10 @@ impl RingLocation {
     /// Whether the agent has started recording into this ring (its header says `active`); the
     /// header is all zeroes until it starts.
     pub fn agent_started(&self, read: &dyn Fn(u64, &mut [u8]) -> bool) -> Result<bool, RecorderError> {
+        let gpa = self.gpa + RingHeader::ACTIVE_OFFSET as u64;
         let mut b = [0u8; 4];
-        if !read(self.gpa + 48, &mut b) {
-            return Err(RecorderError::Memory { gpa: self.gpa + 48 });
+        if !read(gpa, &mut b) {
+            return Err(RecorderError::Memory { gpa });
         }
         Ok(u32::from_le_bytes(b) != 0)
     }

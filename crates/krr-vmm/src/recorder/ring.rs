@@ -84,6 +84,8 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 impl RingHeader {
     /// Bytes of the header that carry fields.
     pub const LEN: usize = 56;
+    /// Offset of the u32 `active` flag: zero (like the whole header) until the agent starts.
+    pub const ACTIVE_OFFSET: usize = 48;
 
     /// Parse and check the header of a ring of `ring_size` bytes.
     pub fn parse(b: &[u8], ring_size: u64) -> Result<Self, RingError> {
@@ -104,7 +106,7 @@ impl RingHeader {
             head: u64_at(b, 24),
             seq: u64_at(b, 32),
             flushes: u64_at(b, 40),
-            active: u32_at(b, 48) != 0,
+            active: u32_at(b, Self::ACTIVE_OFFSET) != 0,
             start_cpu: u32_at(b, 52),
         };
         if h.header_size as u64 != HEADER_SIZE {

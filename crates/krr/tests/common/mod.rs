@@ -16,6 +16,13 @@ pub fn guest_dir() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// `--kernel` and `--initrd` of the guest build.
+#[allow(dead_code)]
+pub fn kernel_args() -> Vec<PathBuf> {
+    let dir = guest_dir();
+    vec!["--kernel".into(), dir.join("vmlinux"), "--initrd".into(), dir.join("initramfs.cpio")]
+}
+
 /// `krr record --accel emu` of `/bin/WORKLOAD` into `trace` with the guest build (not every test
 /// binary records).
 #[allow(dead_code)]
@@ -26,15 +33,11 @@ pub fn record_emu(trace: &Path, workload: &str) -> Output {
 /// `krr record --accel emu` with `extra` options (`--smp 4`, ...) of the guest command `cmd`.
 #[allow(dead_code)]
 pub fn record_emu_with(trace: &Path, extra: &[&str], cmd: &[&str]) -> Output {
-    let dir = guest_dir();
     let timeout: &[&str] = if extra.contains(&"--timeout") { &[] } else { &["--timeout", "600"] };
     Command::new(env!("CARGO_BIN_EXE_krr"))
         .args(["record", "--quiet", "--accel", "emu", "-o"])
         .arg(trace)
-        .arg("--kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("--initrd")
-        .arg(dir.join("initramfs.cpio"))
+        .args(kernel_args())
         .args(timeout)
         .args(extra)
         .arg("--")
