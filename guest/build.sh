@@ -58,7 +58,9 @@ pkg_version() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk
 install_missing() {
     local missing=() p installed
     # One dpkg-query for all packages keeps the cached case fast.
-    installed=" $(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null | awk '$4=="installed"{printf "%s ", $1}') "
+    # dpkg-query exits 1 when a package is unknown to dpkg (never installed): that is the
+    # answer we want, not an error (under pipefail it would end the script silently).
+    installed=" $({ dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null || true; } | awk '$4=="installed"{printf "%s ", $1}') "
     for p in "${PKGS[@]}"; do
         [[ $installed == *" $p "* ]] || missing+=("$p")
     done

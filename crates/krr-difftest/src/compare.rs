@@ -258,7 +258,9 @@ fn mxcsr_mask_only(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     found.then(|| "FXSAVE MXCSR_MASK: AMD 0x2ffff, krr-emu (Intel CPUID) 0xffff".to_string())
 }
 
-fn compare_one(kvm: &RunResult, emu: &RunResult, code: &[u8]) -> Option<Verdict> {
+/// Compares the reference's and krr-emu's results of one run of `code`: None when they agree,
+/// else the verdict (cases this host cannot compare are `HostError`).
+pub fn compare_one(kvm: &RunResult, emu: &RunResult, code: &[u8]) -> Option<Verdict> {
     match (kvm, emu) {
         (Err(Failure::Other(m)) | Err(Failure::Unimplemented { mnemonic: m, .. }), _) => {
             Some(Verdict::HostError(m.clone()))

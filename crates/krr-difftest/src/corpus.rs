@@ -1804,7 +1804,7 @@ fn ssexm() -> Vec<Case> {
     }
     // Overflow and underflow with OE/UE (and PE) unmasked: results exact or inexact at the
     // format's precision with an unbounded exponent, tiny before or only after rounding.
-    let p2 = |e: i32| 2f64.powi(e);
+    let p2 = exact_pow2;
     let dd: [(&str, f64, f64); 16] = [
         ("mulsd", p2(1000), p2(1000)),
         ("mulsd", 1e300, 1e300),
@@ -1825,10 +1825,10 @@ fn ssexm() -> Vec<Case> {
     ];
     let cvt: [f64; 6] = [p2(200), 1e200, p2(-140), 1e-40, p2(-160), -(1.0 + p2(-30)) * p2(-126)];
     let singles: [(&str, f32, f32); 5] = [
-        ("mulss", 2f32.powi(100), 2f32.powi(100)),
+        ("mulss", p2(100) as f32, p2(100) as f32),
         ("mulss", 1e30, 1e30),
-        ("mulss", 2f32.powi(-100), 2f32.powi(-40)),
-        ("divss", 2f32.powi(-100), 3.0),
+        ("mulss", p2(-100) as f32, p2(-40) as f32),
+        ("divss", p2(-100) as f32, 3.0),
         ("addss", f32::MAX, f32::MAX),
     ];
     let mut ops: Vec<(&str, u64, u64)> = Vec::new();
@@ -1903,11 +1903,32 @@ pub fn all() -> Vec<Case> {
     FAMILIES.iter().flat_map(|f| family(f)).collect()
 }
 
+/// 2^e for -1074 <= e <= 1023, built from its bits: `powi` is exact only when the compiler
+/// folds it (a debug build computes 2^-1074 as 1 / 2^1074 = 0), and the corpus must not depend
+/// on the build profile.
+fn exact_pow2(e: i32) -> f64 {
+    assert!((-1074..=1023).contains(&e), "2^{e} is not a finite f64");
+    if e >= -1022 {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        f64::from_bits(1u64 << (e + 1074))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layout::{CODE_SIZE, DATA_SIZE};
     use std::collections::HashSet;
+
+    #[test]
+    fn powers_of_two_are_exact_in_every_build() {
+        assert_eq!(exact_pow2(0), 1.0);
+        assert_eq!(exact_pow2(-1074).to_bits(), 1, "the smallest denormal");
+        assert_eq!(exact_pow2(-1022), f64::MIN_POSITIVE);
+        assert_eq!(exact_pow2(1023) * 2.0, f64::INFINITY);
+        assert_eq!(exact_pow2(-100) as f32, f32::from_bits(27 << 23));
+    }
 
     #[test]
     fn corpus_builds_with_unique_names() {

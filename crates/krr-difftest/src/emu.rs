@@ -82,9 +82,10 @@ pub struct EmuRunner {
 }
 
 /// The instruction-set features of the CPU running the KVM side (so both sides decode F3 0F BC/BD and
-/// POPCNT the same way).
+/// POPCNT the same way), and its vendor profile (AMD where krr-emu has none for the host).
 pub fn host_features() -> CpuFeatures {
     CpuFeatures {
+        vendor: krr_emu::Vendor::host().unwrap_or_default(),
         lzcnt: std::arch::is_x86_feature_detected!("lzcnt"),
         bmi1: std::arch::is_x86_feature_detected!("bmi1"),
         popcnt: std::arch::is_x86_feature_detected!("popcnt"),
@@ -133,6 +134,11 @@ impl EmuRunner {
         c.flush_tlb_all();
         let cpu = c.clone();
         EmuRunner { mem, image, template: c, cpu, last_code_len: 0, decode_cache: true, full_reset: false }
+    }
+
+    /// Whose undefined results krr-emu gives (default: the host CPU's vendor).
+    pub fn set_vendor(&mut self, v: krr_emu::Vendor) {
+        self.template.features.vendor = v;
     }
 
     /// By default memory persists across cases like the KVM guest's: each case rewrites only the code area
@@ -279,10 +285,12 @@ impl Runner for EmuRunner {
                     .cloned()
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                let (cache, full) = (self.decode_cache, self.full_reset);
+                let (cache, full, vendor) =
+                    (self.decode_cache, self.full_reset, self.template.features.vendor);
                 *self = EmuRunner::new();
                 self.set_decode_cache(cache);
                 self.full_reset = full;
+                self.set_vendor(vendor);
                 Err(Failure::Other(format!("krr-emu panicked: {msg}")))
             }
         }

@@ -12,5 +12,6 @@ pub mod compare;
 pub mod corpus;
 pub mod emu;
 pub mod gen;
+pub mod golden;
 pub mod kvm;
 pub mod layout;

@@ -4,11 +4,15 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use krr_difftest::case::Case;
-use krr_difftest::compare::{check, describe, flag_names, Report, Runner, Verdict};
+use krr_difftest::compare::{check, compare_one, describe, flag_names, Report, Runner, Verdict};
 use krr_difftest::emu::EmuRunner;
+use krr_difftest::golden::{self, Golden};
 use krr_difftest::kvm::{KvmError, KvmRunner};
 use krr_difftest::{corpus, gen};
+use krr_emu::Vendor;
 
 const HELP: &str = "\
 krr-difftest: compare krr-emu with the real CPU (KVM guest ring 3)
@@ -28,12 +32,24 @@ OPTIONS:
   --full-reset      restore krr-emu's whole memory and flush its decode cache before every case
                     (default: like the KVM guest, memory persists and only code and window are rewritten)
   --kvm-only        run the cases on KVM only (checks the corpus and the host; compares nothing)
+  --vendor V        krr-emu's vendor profile, amd or intel (default: the host CPU's vendor; with
+                    --golden, the file's)
+  --golden FILE     compare krr-emu with the results stored in FILE instead of the host CPU
+                    (no KVM needed; golden/ has one file per vendor)
+  --write-golden FILE
+                    also store the host CPU's results for the selected cases in FILE
+  --golden-from-report REPORT
+                    with --write-golden and --vendor: seed FILE from the stdout of a difftest run
+                    on a host of that vendor whose emulator side was krr-emu's AMD profile
+                    (krr-emu's AMD outcomes patched with the report's values; uses this host's
+                    KVM to know which cases cannot be compared)
   --strict          also fail (exit 1) when krr-emu reports an instruction unimplemented
   --list            print the case names and exit
   -h, --help        this text
 
-Exit status: 0 all compared cases agree, 1 a mismatch (or an emulator error), 2 /dev/kvm unusable
-or bad arguments. The last line is `N passed, N failed`.";
+Exit status: 0 all compared cases agree, 1 a mismatch (or an emulator error), 2 /dev/kvm unusable,
+a host CPU vendor krr-emu has no profile for (use --vendor), or bad arguments. The last line is
+`N passed, N failed`.";
 
 struct Args {
     seed: u64,
@@ -47,6 +63,10 @@ struct Args {
     kvm_only: bool,
     strict: bool,
     list: bool,
+    vendor: Option<Vendor>,
+    golden: Option<PathBuf>,
+    write_golden: Option<PathBuf>,
+    from_report: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -62,6 +82,10 @@ fn parse_args() -> Result<Option<Args>, String> {
         kvm_only: false,
         strict: false,
         list: false,
+        vendor: None,
+        golden: None,
+        write_golden: None,
+        from_report: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -91,9 +115,23 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--kvm-only" => a.kvm_only = true,
             "--strict" => a.strict = true,
             "--list" => a.list = true,
+            "--vendor" => a.vendor = Some(it.next().ok_or("--vendor needs a value")?.parse()?),
+            "--golden" => a.golden = Some(it.next().ok_or("--golden needs a file")?.into()),
+            "--write-golden" => a.write_golden = Some(it.next().ok_or("--write-golden needs a file")?.into()),
+            "--golden-from-report" => {
+                a.from_report = Some(it.next().ok_or("--golden-from-report needs a file")?.into())
+            }
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument {other} (see --help)")),
         }
+    }
+    if a.golden.is_some() && (a.write_golden.is_some() || a.kvm_only || a.prefixes) {
+        return Err(
+            "--golden compares with stored results: not with --write-golden, --kvm-only or --prefixes".into(),
+        );
+    }
+    if a.from_report.is_some() && (a.write_golden.is_none() || a.vendor.is_none()) {
+        return Err("--golden-from-report needs --write-golden FILE and --vendor".into());
     }
     Ok(Some(a))
 }
@@ -154,6 +192,21 @@ fn kvm_only(all: &[Case], kvm: &mut KvmRunner) -> ExitCode {
     }
 }
 
+/// The host CPU as a golden file names it: model name, family and model.
+fn host_cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
+        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let r = std::arch::x86_64::__cpuid(1);
+    let (fam, base_model, ext_model) = ((r.eax >> 8) & 0xf, (r.eax >> 4) & 0xf, (r.eax >> 16) & 0xf);
+    let ext_fam = (r.eax >> 20) & 0xff;
+    let family = if fam == 0xf { fam + ext_fam } else { fam };
+    let model_no = if fam == 6 || fam == 0xf { (ext_model << 4) | base_model } else { base_model };
+    format!("{model} ({}, family {family:#x} model {model_no:#x})", Vendor::host_cpuid_vendor())
+}
+
 fn main() -> ExitCode {
     let a = match parse_args() {
         Ok(Some(a)) => a,
@@ -166,12 +219,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let all = cases(&a);
     if a.list {
-        for c in &cases(&a) {
+        for c in &all {
             println!("{}", c.name);
         }
         return ExitCode::SUCCESS;
     }
+    if let Some(path) = &a.golden {
+        return golden_check(&a, &all, path);
+    }
+    let Some(vendor) = a.vendor.or_else(Vendor::host) else {
+        println!(
+            "krr-difftest: krr-emu has no profile for this host's CPU vendor ({}); choose one with --vendor amd|intel",
+            Vendor::host_cpuid_vendor()
+        );
+        return ExitCode::from(2);
+    };
     let mut kvm = match KvmRunner::new() {
         Ok(k) => k,
         Err(e) => {
@@ -182,7 +246,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let all = cases(&a);
     let start = Instant::now();
     if a.kvm_only {
         let code = kvm_only(&all, &mut kvm);
@@ -190,13 +253,86 @@ fn main() -> ExitCode {
         println!("# {} cases in {t:.2}s ({:.0} cases/s)", all.len(), all.len() as f64 / t);
         return code;
     }
+    // Seeding from a report compares this host's CPU with krr-emu's AMD profile (the report's
+    // emulator side) to learn which cases cannot be compared; otherwise krr-emu runs as `vendor`.
+    let seeding = match &a.from_report {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some((golden::parse_report(&t), t.lines().next().unwrap_or("").to_string())),
+            Err(e) => {
+                println!("krr-difftest: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let mut emu = EmuRunner::new();
     emu.set_decode_cache(a.decode_cache);
     emu.set_full_reset(a.full_reset);
+    emu.set_vendor(if seeding.is_some() { Vendor::Amd } else { vendor });
+    let mut target = EmuRunner::new();
+    target.set_vendor(vendor);
+    let mut out = a.write_golden.as_ref().map(|_| {
+        let cpu = match &seeding {
+            Some((_, first)) => format!("seeded from a report: {}", first.trim_start_matches("# ")),
+            None => host_cpu_description(),
+        };
+        Golden::new(
+            vendor,
+            a.seed,
+            if a.families.is_empty() || a.families.iter().any(|f| f == "random") { a.count } else { 0 },
+            &cpu,
+        )
+    });
+    if seeding.is_none() && out.is_some() && Vendor::host() != Some(vendor) {
+        println!(
+            "krr-difftest: --write-golden stores this host's CPU ({}): --vendor must be its vendor",
+            Vendor::host_cpuid_vendor()
+        );
+        return ExitCode::from(2);
+    }
     let mut report = Report::default();
     let mut reported = 0usize;
+    let mut seeded = 0usize;
     for c in &all {
         let v = check(c, &mut kvm as &mut dyn Runner, &mut emu, a.prefixes);
+        if let Some(g) = &mut out {
+            // A case the report compared is seeded even where this host cannot compare it.
+            let reported_case = seeding.as_ref().and_then(|(rep, _)| rep.get(&c.name));
+            if let (Verdict::HostError(why), None) = (&v, reported_case) {
+                g.put_unavailable(c, why);
+            } else if seeding.is_some() {
+                let r = reported_case;
+                let k = r.map_or(c.insns.len(), |r| if r.k == 0 { c.insns.len() } else { r.k });
+                // The report's host filtered out what its KVM could not compare, judging its CPU
+                // against the AMD profile; with the target profile standing in for that CPU, the
+                // same filter finds those cases (e.g. a fault its KVM emulator re-derived).
+                let emu_amd = emu.run_prefix(c, k);
+                let unseen = r.is_none().then(|| compare_one(&target.run_prefix(c, k), &emu_amd, &c.code(k)));
+                match (unseen, emu_amd) {
+                    (Some(Some(Verdict::HostError(why))), _) => {
+                        g.put_unavailable(c, &format!("{why} (on the report's host)"))
+                    }
+                    (_, emu_amd) => match emu_amd {
+                        Ok(mut o) => {
+                            if let Some(r) = r {
+                                if let Err(e) = golden::apply_reported(&mut o, r) {
+                                    println!("krr-difftest: {}: {e}", c.name);
+                                    return ExitCode::from(1);
+                                }
+                                seeded += 1;
+                            }
+                            g.put(c, k, &o);
+                        }
+                        Err(e) => g.put_unavailable(c, &format!("krr-emu: {e:?}")),
+                    },
+                }
+            } else {
+                match kvm.run_prefix(c, c.insns.len()) {
+                    Ok(o) => g.put(c, c.insns.len(), &o),
+                    Err(e) => g.put_unavailable(c, &format!("{e:?}")),
+                }
+            }
+        }
         if matches!(v, Verdict::Mismatch { .. } | Verdict::EmuError { .. }) {
             if reported < a.max_report {
                 print!("{}", describe(c, &v));
@@ -205,9 +341,109 @@ fn main() -> ExitCode {
         }
         report.record(c, &v);
     }
-    let secs = start.elapsed().as_secs_f64();
-    if reported > a.max_report {
-        println!("({} more mismatches not shown; --max-report N)", reported - a.max_report);
+    if let (Some(g), Some(path)) = (&out, &a.write_golden) {
+        if let Some((rep, _)) = &seeding {
+            println!("seeded {seeded} of the report's {} cases into the golden results", rep.len());
+            if seeded != rep.len() {
+                println!(
+                    "krr-difftest: the report names cases this corpus does not have (another seed or count?)"
+                );
+                return ExitCode::from(1);
+            }
+        }
+        if let Err(e) = g.write(path) {
+            println!("krr-difftest: {e}");
+            return ExitCode::from(1);
+        }
+        println!("wrote {} {} results to {}", g.entries.len(), g.vendor, path.display());
+    }
+    let code = print_report(&report, start.elapsed().as_secs_f64(), a.seed, a.strict, reported, a.max_report);
+    // Writing golden results is about the host CPU: mismatches of krr-emu do not fail it.
+    if out.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        code
+    }
+}
+
+/// `--golden`: krr-emu against stored results.
+fn golden_check(a: &Args, all: &[Case], path: &std::path::Path) -> ExitCode {
+    let g = match Golden::read(path) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("krr-difftest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let random = a.families.is_empty() || a.families.iter().any(|f| f == "random");
+    if random && a.count > 0 && (g.seed != a.seed || g.count != a.count) {
+        println!(
+            "krr-difftest: {} holds the random cases of --seed {} --count {} (asked: --seed {} --count {})",
+            path.display(),
+            g.seed,
+            g.count,
+            a.seed,
+            a.count
+        );
+        return ExitCode::from(2);
+    }
+    let vendor = a.vendor.unwrap_or(g.vendor);
+    println!(
+        "# krr-emu ({vendor} profile) against {} ({} results of {}: {})",
+        path.display(),
+        g.entries.len(),
+        g.vendor,
+        g.cpu
+    );
+    let start = Instant::now();
+    let mut emu = EmuRunner::new();
+    emu.set_decode_cache(a.decode_cache);
+    emu.set_full_reset(a.full_reset);
+    emu.set_vendor(vendor);
+    let mut report = Report::default();
+    let mut reported = 0usize;
+    for c in all {
+        let v = match g.get(c) {
+            golden::Lookup::Missing => Verdict::HostError("no stored result".into()),
+            golden::Lookup::OtherCase => Verdict::Mismatch {
+                insn: 0,
+                diffs: vec![format!(
+                    "case: the corpus builds it differently from when {} was written (regenerate the file)",
+                    path.display()
+                )],
+            },
+            golden::Lookup::Found(k, stored) => {
+                let reference = stored.map_err(krr_difftest::case::Failure::Other);
+                match compare_one(&reference, &emu.run_prefix(c, k), &c.code(k)) {
+                    None => Verdict::Pass,
+                    Some(Verdict::Mismatch { diffs, .. }) => Verdict::Mismatch { insn: k, diffs },
+                    Some(Verdict::EmuError { msg, .. }) => Verdict::EmuError { insn: k, msg },
+                    Some(other) => other,
+                }
+            }
+        };
+        if matches!(v, Verdict::Mismatch { .. } | Verdict::EmuError { .. }) {
+            if reported < a.max_report {
+                print!("{}", describe(c, &v));
+            }
+            reported += 1;
+        }
+        report.record(c, &v);
+    }
+    print_report(&report, start.elapsed().as_secs_f64(), a.seed, a.strict, reported, a.max_report)
+}
+
+/// The per-family table, signatures, unimplemented and not-compared lists, and the closing line.
+fn print_report(
+    report: &Report,
+    secs: f64,
+    seed: u64,
+    strict: bool,
+    reported: usize,
+    max_report: usize,
+) -> ExitCode {
+    if reported > max_report {
+        println!("({} more mismatches not shown; --max-report N)", reported - max_report);
     }
     println!();
     println!(
@@ -259,8 +495,8 @@ fn main() -> ExitCode {
             println!("  {n:6}  {k}");
         }
     }
-    println!("# {} cases in {secs:.2}s ({:.0} cases/s), seed {}", t.cases, t.cases as f64 / secs, a.seed);
-    let failed = t.failed() + if a.strict { t.unimplemented } else { 0 };
+    println!("# {} cases in {secs:.2}s ({:.0} cases/s), seed {seed}", t.cases, t.cases as f64 / secs);
+    let failed = t.failed() + if strict { t.unimplemented } else { 0 };
     println!("{} passed, {} failed", t.passed, failed);
     if failed > 0 {
         ExitCode::from(1)

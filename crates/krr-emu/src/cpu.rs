@@ -414,6 +414,9 @@ pub struct CpuFeatures {
     pub cx16: bool,
     /// Physical address width (reserved-bit checks in page tables).
     pub maxphyaddr: u8,
+    /// Whose answers to undefined flags and results the CPU gives ([`crate::vendor`]): the
+    /// vendor of the CPU that ran the recording.
+    pub vendor: crate::vendor::Vendor,
 }
 
 impl Default for CpuFeatures {
@@ -427,6 +430,7 @@ impl Default for CpuFeatures {
             rdtscp: true,
             cx16: true,
             maxphyaddr: 40,
+            vendor: crate::vendor::Vendor::default(),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!   `gdtr`/`idtr` ([`DescriptorTable`]), `cr0 cr2 cr3 cr4 cr8`, `efer`, `msrs` ([`Msrs`]),
 //!   `dr[0..8]`, `fpu` ([`FpuState`]: x87 in FXSAVE terms, `xmm[0..16]`, `mxcsr`;
 //!   `to_fxsave()`/`load_fxsave()` convert to/from the 512-byte image), `icount`
-//!   (retired instructions), `halted`, `features` ([`CpuFeatures`]), `interrupt_shadow`,
+//!   (retired instructions), `halted`, `features` ([`CpuFeatures`], with the [`Vendor`] whose
+//!   undefined results the CPU reproduces), `interrupt_shadow`,
 //!   `pending_db`. `Cpu::new()` is the RESET state, `Cpu::new_long_mode(cr3)` /
 //!   `setup_long_mode` give flat 64-bit CPL0 with paging. `read_msr`/`write_msr` access the
 //!   MSRs the CPU owns. `Cpu` is `Clone` (a snapshot; the decode cache is not copied).
@@ -74,6 +75,7 @@ pub mod memory;
 pub mod modes;
 pub mod paging;
 pub mod platform;
+pub mod vendor;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -83,3 +85,4 @@ pub use error::{EmuError, Exception};
 pub use exec::{RunExit, StepEvent};
 pub use memory::{FlatMemory, GuestMemory, MemorySnapshot, PAGE_SIZE};
 pub use platform::{CpuidResult, Platform, PlatformStop, SimplePlatform};
+pub use vendor::Vendor;

@@ -145,14 +145,16 @@ impl Ctx<'_> {
     }
 
     /// #AC(0) for a checked access of `len` bytes at a linear address not aligned to its
-    /// natural alignment: the size for 2/4/8/16 bytes, 8 for 80-bit x87 operands; other sizes
-    /// are not checked. It takes precedence over #PF (as on the reference CPU).
+    /// natural alignment: the size for 2/4/8 bytes, 16 bytes on AMD only (Intel does not check
+    /// MOVUPS and the other 16-byte accesses), 8 for 80-bit x87 operands; other sizes are not
+    /// checked. It takes precedence over #PF (as on the reference CPU).
     #[inline]
     fn check_align(&self, lin: u64, len: usize) -> ExResult {
         if !self.ac_active() {
             return Ok(());
         }
         let align = match len {
+            16 if self.cpu.features.vendor == crate::vendor::Vendor::Intel => return Ok(()),
             2 | 4 | 8 | 16 => len as u64,
             10 => 8,
             _ => return Ok(()),

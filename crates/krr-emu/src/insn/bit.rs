@@ -3,7 +3,8 @@
 //!
 //! Undefined flags follow the reference CPU of krr-difftest (this project's AMD hosts): BT* change
 //! only CF; BSF/BSR clear CF/OF/SF/AF and set PF from the result (ZF|PF for a zero source);
-//! TZCNT/LZCNT keep OF and clear SF/AF/PF.
+//! TZCNT/LZCNT clear SF/AF/PF and keep OF (AMD) or clear it (Intel; `crate::vendor`). Intel
+//! agrees with AMD on BT* and BSF/BSR (difftest: no vendor difference in those families).
 
 use iced_x86::{Code, Mnemonic, OpKind};
 
@@ -90,7 +91,7 @@ fn tzcnt_lzcnt<const LZ: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         v.trailing_zeros()
     };
     ctx.write_op(i, 0, u64::from(r))?;
-    let mut f = ctx.cpu.rflags & OF;
+    let mut f = if ctx.intel() { 0 } else { ctx.cpu.rflags & OF };
     if v == 0 {
         f |= CF;
     }

@@ -499,6 +499,12 @@ impl Ctx<'_> {
         self.cpu.rflags = (self.cpu.rflags & !flags::STATUS) | (f & flags::STATUS);
     }
 
+    /// Whether the CPU gives Intel's answers where the vendors differ ([`crate::vendor`]).
+    #[inline]
+    pub(crate) fn intel(&self) -> bool {
+        self.cpu.features.vendor == crate::vendor::Vendor::Intel
+    }
+
     /// Effective operand size for stack operations: 8 in 64-bit mode unless 16-bit forms.
     #[inline]
     pub(crate) fn stack_addr_size(&self) -> usize {

@@ -1,11 +1,13 @@
 //! MUL/IMUL/DIV/IDIV. Division by zero or a quotient that does not fit raises #DE.
 //!
-//! Undefined flags: after MUL/IMUL, SF/ZF/AF/PF keep their previous values, as the reference CPU
-//! of krr-difftest (this project's AMD hosts) leaves them; after DIV/IDIV that CPU keeps CF/OF,
-//! sets AF and clears SF/ZF/PF whatever the operands (measured with krr-difftest).
+//! Undefined flags follow the CPU's vendor profile (`crate::vendor`, measured with
+//! krr-difftest): after MUL/IMUL, AMD keeps SF/ZF/AF/PF, Intel sets SF from the low half's MSB
+//! and PF from its low byte and clears ZF/AF; after DIV/IDIV, AMD keeps CF/OF, sets AF and
+//! clears SF/ZF/PF, Intel changes no flag.
 
 use iced_x86::{Code, Mnemonic, Register};
 
+use super::alu::pf;
 use super::{mask, sext, Decoded, Handler};
 use crate::cpu::flags::{AF, CF, OF, PF, SF, ZF};
 
@@ -42,6 +44,16 @@ fn set_acc(ctx: &mut Ctx<'_>, size: usize, lo: u64, hi: u64) {
     }
 }
 
+/// The flags MUL/IMUL leave besides CF/OF (`overflow`), with `lo` the low half of the product.
+fn mul_flags(ctx: &Ctx<'_>, lo: u64, size: usize, overflow: bool) -> u64 {
+    let f = if ctx.intel() {
+        pf(lo) | if (lo >> (size * 8 - 1)) & 1 != 0 { SF } else { 0 }
+    } else {
+        ctx.cpu.rflags & KEPT
+    };
+    f | if overflow { CF | OF } else { 0 }
+}
+
 fn mul(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let size = ctx.op_size(i, 0);
     let b = ctx.read_op(i, 0)? & mask(size);
@@ -51,10 +63,7 @@ fn mul(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let lo = (p as u64) & mask(size);
     let hi = ((p >> bits) as u64) & mask(size);
     set_acc(ctx, size, lo, hi);
-    let mut f = ctx.cpu.rflags & KEPT;
-    if hi != 0 {
-        f |= CF | OF;
-    }
+    let f = mul_flags(ctx, lo, size, hi != 0);
     ctx.set_status(f);
     Ok(())
 }
@@ -76,10 +85,7 @@ fn imul(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     } else {
         ctx.write_op(i, 0, lo)?;
     }
-    let mut f = ctx.cpu.rflags & KEPT;
-    if !fits {
-        f |= CF | OF;
-    }
+    let f = mul_flags(ctx, lo, size, !fits);
     ctx.set_status(f);
     Ok(())
 }
@@ -113,7 +119,9 @@ fn div<const SIGNED: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         }
         set_acc(ctx, size, q as u64, r as u64);
     }
-    ctx.set_status((ctx.cpu.rflags & DIV_KEPT) | AF);
+    if !ctx.intel() {
+        ctx.set_status((ctx.cpu.rflags & DIV_KEPT) | AF);
+    }
     Ok(())
 }
 

@@ -1,21 +1,20 @@
 //! Shifts and rotates: SHL/SAL/SHR/SAR/ROL/ROR/RCL/RCR/SHLD/SHRD.
 //!
 //! Counts are masked to 5 bits (6 for 64-bit operands); a masked count of 0 changes no flags
-//! (but still writes a 32-bit register, zero-extending it, as Intel does). Flags that the SDM
-//! leaves undefined follow the reference CPU of krr-difftest (this project's AMD hosts): OF is
-//! computed with the count-1 formula for every count (also for an RCL/RCR count that is a multiple
-//! of the width + 1), AF is set when SHL/SHR/SAR/SHLD/SHRD write flags.
+//! (but still writes a 32-bit register, zero-extending it, as Intel does). Flags the SDM leaves
+//! undefined (OF for counts above 1, AF, CF and the result of 16-bit SHLD/SHRD by more than 16)
+//! follow the CPU's [`Vendor`] profile; `crate::vendor` has the table. Broadly, AMD computes OF
+//! from the result (the last step) and sets AF; Intel computes OF from the operand (the first
+//! step), clears AF and leaves OF alone for ROL/ROR by an immediate.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::alu::szp;
 use super::{mask, sext, Decoded, Handler};
-use crate::cpu::flags::{AF, CF, OF};
-
-/// AF after SHL/SHR/SAR with a non-zero count: this project's AMD hosts set it.
-const SHIFT_AF: u64 = AF;
+use crate::cpu::flags::{AF, CF, OF, STATUS};
 use crate::error::ExResult;
 use crate::exec::Ctx;
+use crate::vendor::Vendor;
 
 const SHL: u8 = 0;
 const SHR: u8 = 1;
@@ -33,9 +32,32 @@ fn count(ctx: &Ctx<'_>, i: &Instruction, n: u32) -> u64 {
     }
 }
 
-/// Computes (result, Some(status flags)) or (a, None) when flags stay.
+/// Whether the count operand is an immediate (C0/C1/D0/D1 forms) rather than CL.
+fn imm_count(i: &Instruction, n: u32) -> bool {
+    i.op_kind(n) != OpKind::Register
+}
+
+fn bit(b: bool, f: u64) -> u64 {
+    if b {
+        f
+    } else {
+        0
+    }
+}
+
+/// Shift or rotate `a` (`size` bytes) by `cnt`, with `flags` the RFLAGS before. Returns the
+/// result and the new status flags (all six), or None when no flag changes. `imm` says the
+/// count came from an immediate, which matters for Intel's OF after ROL/ROR.
 #[inline]
-pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u64, Option<u64>) {
+pub(crate) fn shift_op(
+    op: u8,
+    a: u64,
+    cnt: u64,
+    flags: u64,
+    size: usize,
+    vendor: Vendor,
+    imm: bool,
+) -> (u64, Option<u64>) {
     let bits = (size * 8) as u32;
     let m = mask(size);
     let a = a & m;
@@ -43,32 +65,32 @@ pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u
     if c == 0 {
         return (a, None);
     }
-    let msb = |v: u64| (v >> (bits - 1)) & 1;
+    let intel = vendor == Vendor::Intel;
+    let msb = |v: u64| (v >> (bits - 1)) & 1 != 0;
+    // The top two bits of `v` differ: OF of a one-bit left shift/rotate of `v`, and OF of a
+    // right shift/rotate whose result is `v`.
+    let top2 = |v: u64| msb(v) != msb(v << 1);
+    let cf_in = flags & CF != 0;
     match op {
-        SHL => {
-            let res = if c >= 64 { 0 } else { (a << c) & m };
-            let cf = if c > bits { 0 } else { (a >> (bits - c)) & 1 };
-            let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
-            if msb(res) ^ cf != 0 {
-                f |= OF;
-            }
-            (res, Some(f))
-        }
-        SHR => {
-            let res = if c >= 64 { 0 } else { a >> c };
-            let cf = if c > 64 { 0 } else { (a >> (c - 1)) & 1 };
-            let mut f = szp(res, size) | if cf != 0 { CF } else { 0 };
-            if ((res << 1) ^ res) >> (bits - 1) & 1 != 0 {
-                f |= OF;
-            }
-            (res, Some(f))
-        }
-        SAR => {
-            let s = sext(a, size) as i64;
-            let res = (s >> c.min(63)) as u64 & m;
-            let cf = ((s >> (c - 1).min(63)) & 1) as u64;
-            let f = szp(res, size) | if cf != 0 { CF } else { 0 };
-            (res, Some(f))
+        SHL | SHR | SAR => {
+            let (res, cf, of) = match op {
+                SHL => {
+                    let res = if c >= 64 { 0 } else { (a << c) & m };
+                    let cf = c <= bits && (a >> (bits - c)) & 1 != 0;
+                    (res, cf, if intel { top2(a) } else { msb(res) != cf })
+                }
+                SHR => {
+                    let res = if c >= 64 { 0 } else { a >> c };
+                    let cf = c <= 64 && (a >> (c - 1)) & 1 != 0;
+                    (res, cf, if intel { msb(a) } else { top2(res) })
+                }
+                _ => {
+                    let s = sext(a, size) as i64;
+                    let res = (s >> c.min(63)) as u64 & m;
+                    (res, (s >> (c - 1).min(63)) & 1 != 0, false)
+                }
+            };
+            (res, Some(szp(res, size) | bit(cf, CF) | bit(of, OF) | bit(!intel, AF)))
         }
         ROL | ROR => {
             let r = c % bits;
@@ -80,19 +102,29 @@ pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u
                 ((a >> r) | (a << (bits - r))) & m
             };
             // Only CF and OF change.
-            let (cf, of) = if op == ROL {
-                let cf = res & 1;
-                (cf, msb(res) ^ cf)
+            let cf = if op == ROL { res & 1 != 0 } else { msb(res) };
+            let of = if intel && c > 1 {
+                if imm {
+                    flags & OF != 0
+                } else if op == ROL {
+                    top2(a)
+                } else {
+                    (a & 1 != 0) != msb(a)
+                }
+            } else if op == ROL {
+                msb(res) != cf
             } else {
-                (msb(res), ((res << 1) ^ res) >> (bits - 1) & 1)
+                top2(res)
             };
-            (res, Some((if cf != 0 { CF } else { 0 }) | if of != 0 { OF } else { 0 }))
+            (res, Some((flags & STATUS & !(CF | OF)) | bit(cf, CF) | bit(of, OF)))
         }
         _ => {
             // RCL/RCR rotate through CF: a (bits+1)-bit rotation.
-            // A masked count that is a multiple of bits+1 rotates nothing but still sets OF (from
-            // the unchanged value and CF, as the reference CPU does).
             let r = if size < 4 { c % (bits + 1) } else { c };
+            if r == 0 && intel {
+                // A count that is a multiple of bits+1 rotates nothing; Intel changes no flag.
+                return (a, None);
+            }
             let w = bits + 1;
             let v = u128::from(a) | (u128::from(cf_in) << bits);
             let wm = (1u128 << w) - 1;
@@ -104,9 +136,15 @@ pub(crate) fn shift_op(op: u8, a: u64, cnt: u64, cf_in: bool, size: usize) -> (u
                 ((v >> r) | (v << (w - r))) & wm
             };
             let res = (rot as u64) & m;
-            let cf = ((rot >> bits) & 1) as u64;
-            let of = if op == RCL { msb(res) ^ cf } else { ((res << 1) ^ res) >> (bits - 1) & 1 };
-            (res, Some((if cf != 0 { CF } else { 0 }) | if of != 0 { OF } else { 0 }))
+            let cf = (rot >> bits) & 1 != 0;
+            let of = match (intel && c > 1, op == RCL) {
+                (true, true) => top2(a),
+                (true, false) => msb(a) != cf_in,
+                // AMD: from the result, also when nothing rotated.
+                (false, true) => msb(res) != cf,
+                (false, false) => top2(res),
+            };
+            (res, Some((flags & STATUS & !(CF | OF)) | bit(cf, CF) | bit(of, OF)))
         }
     }
 }
@@ -115,16 +153,12 @@ fn shift<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let size = ctx.op_size(i, 0);
     let a = ctx.read_op_rmw(i, 0)?;
     let c = count(ctx, i, 1);
-    let cf_in = ctx.cpu.rflags & CF != 0;
-    let (res, f) = shift_op(OP, a, c, cf_in, size);
+    // Intel keeps OF for a rotate by an immediate of a register only (memory: as by CL).
+    let imm = imm_count(i, 1) && i.op_kind(0) == OpKind::Register;
+    let (res, f) = shift_op(OP, a, c, ctx.cpu.rflags, size, ctx.cpu.features.vendor, imm);
     ctx.write_op(i, 0, res)?;
     if let Some(f) = f {
-        if OP >= ROL {
-            ctx.cpu.rflags = (ctx.cpu.rflags & !(CF | OF)) | f;
-        } else {
-            // AF (undefined) as the reference CPU of krr-difftest produces it.
-            ctx.set_status(f | SHIFT_AF);
-        }
+        ctx.set_status(f);
     }
     Ok(())
 }
@@ -137,15 +171,10 @@ fn shift_r<const OP: u8, const SIZE: usize, const CL_COUNT: bool>(
 ) -> ExResult {
     let a = ctx.cpu.gpr[d.r0 & 15] & mask(SIZE);
     let c = if CL_COUNT { ctx.cpu.gpr[1] & 0xff } else { d.imm };
-    let cf_in = ctx.cpu.rflags & CF != 0;
-    let (res, f) = shift_op(OP, a, c, cf_in, SIZE);
+    let (res, f) = shift_op(OP, a, c, ctx.cpu.rflags, SIZE, ctx.cpu.features.vendor, !CL_COUNT);
     ctx.set_gpr(d.r0, SIZE, res);
     if let Some(f) = f {
-        if OP >= ROL {
-            ctx.cpu.rflags = (ctx.cpu.rflags & !(CF | OF)) | f;
-        } else {
-            ctx.set_status(f | SHIFT_AF);
-        }
+        ctx.set_status(f);
     }
     Ok(())
 }
@@ -186,9 +215,17 @@ pub(crate) fn specialize(d: &Decoded) -> Option<Handler> {
     })
 }
 
-/// SHLD/SHRD on a 3×size concatenation, which also gives Intel's results for 16-bit counts
-/// above 16.
-pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize) -> (u64, Option<u64>) {
+/// SHLD/SHRD on a 3×size concatenation, which also gives the results for 16-bit counts above
+/// 16 (undefined in the manuals): AMD keeps shifting in SRC (DEST:SRC:SRC), Intel shifts in
+/// DEST again (DEST:SRC:DEST, a 32-bit rotate of DEST:SRC).
+pub(crate) fn double_shift(
+    left: bool,
+    dst: u64,
+    src: u64,
+    cnt: u64,
+    size: usize,
+    vendor: Vendor,
+) -> (u64, Option<u64>) {
     let bits = (size * 8) as u32;
     let m = mask(size);
     let (dst, src) = (dst & m, src & m);
@@ -196,11 +233,13 @@ pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize
     if c == 0 {
         return (dst, None);
     }
+    let intel = vendor == Vendor::Intel;
     let res;
     let cf;
     // 64-bit counts never exceed 63, so two words suffice there; 16-bit counts up to 31
     // need the third word (which also fits: 3 × 32 < 128).
     let words = if size == 8 { 2 } else { 3 };
+    let third = if intel { dst } else { src };
     let v = if words == 2 {
         if left {
             (u128::from(dst) << bits) | u128::from(src)
@@ -208,11 +247,9 @@ pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize
             (u128::from(src) << bits) | u128::from(dst)
         }
     } else if left {
-        // 16-bit counts above 16 are undefined in the manuals; the reference CPU (AMD, checked
-        // by krr-difftest) keeps shifting in SRC: DEST:SRC:SRC.
-        (u128::from(dst) << (2 * bits)) | (u128::from(src) << bits) | u128::from(src)
+        (u128::from(dst) << (2 * bits)) | (u128::from(src) << bits) | u128::from(third)
     } else {
-        (u128::from(src) << (2 * bits)) | (u128::from(src) << bits) | u128::from(dst)
+        (u128::from(third) << (2 * bits)) | (u128::from(src) << bits) | u128::from(dst)
     };
     let total = words * bits;
     if left {
@@ -222,21 +259,21 @@ pub(crate) fn double_shift(left: bool, dst: u64, src: u64, cnt: u64, size: usize
         res = ((v >> c) as u64) & m;
         cf = ((v >> (c - 1)) & 1) as u64;
     }
-    // Undefined flags as the reference CPU (AMD) sets them: AF always; OF = MSB(res) ^ CF for
-    // SHLD and the top two result bits differing for SHRD, for every count; 16-bit counts above
-    // 16 clear CF (and OF for SHLD), a 16-bit SHLD by 16 sets OF = CF.
     let msb = |x: u64| (x >> (bits - 1)) & 1;
-    let (cf, of) = if size == 2 && c > 16 {
+    let (cf, of) = if intel {
+        // OF of the first one-bit step; AF clear.
+        (cf, if left { msb(dst) ^ msb(dst << 1) } else { msb(dst) ^ (src & 1) })
+    } else if size == 2 && c > 16 {
+        // AMD: AF always; OF = MSB(res) ^ CF for SHLD and the top two result bits differing
+        // for SHRD, for every count; 16-bit counts above 16 clear CF (and OF for SHLD), a
+        // 16-bit SHLD by 16 sets OF = CF.
         (0, if left { 0 } else { msb(res) ^ msb(res << 1) })
     } else if left {
         (cf, if size == 2 && c == 16 { cf } else { msb(res) ^ cf })
     } else {
         (cf, msb(res) ^ msb(res << 1))
     };
-    let mut f = szp(res, size) | AF | if cf != 0 { CF } else { 0 };
-    if of != 0 {
-        f |= OF;
-    }
+    let f = szp(res, size) | bit(!intel, AF) | bit(cf != 0, CF) | bit(of != 0, OF);
     (res, Some(f))
 }
 
@@ -245,7 +282,7 @@ fn shld_shrd<const LEFT: bool>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     let a = ctx.read_op_rmw(i, 0)?;
     let b = ctx.read_op(i, 1)?;
     let c = count(ctx, i, 2);
-    let (res, f) = double_shift(LEFT, a, b, c, size);
+    let (res, f) = double_shift(LEFT, a, b, c, size, ctx.cpu.features.vendor);
     ctx.write_op(i, 0, res)?;
     if let Some(f) = f {
         ctx.set_status(f);
@@ -276,26 +313,61 @@ mod tests {
     use crate::testutil::*;
     use iced_x86::code_asm::*;
 
+    /// AMD profile, CL count, CF in as given.
+    fn amd(op: u8, a: u64, c: u64, cf: bool, size: usize) -> (u64, Option<u64>) {
+        shift_op(op, a, c, if cf { CF } else { 0 }, size, Vendor::Amd, false)
+    }
+
+    fn intel(op: u8, a: u64, c: u64, flags: u64, size: usize, imm: bool) -> (u64, Option<u64>) {
+        shift_op(op, a, c, flags, size, Vendor::Intel, imm)
+    }
+
     #[test]
     fn shift_counts_and_flags() {
-        assert_eq!(shift_op(SHL, 0x81, 1, false, 1), (0x02, Some(CF | OF)));
-        assert_eq!(shift_op(SHL, 0x81, 0, false, 1), (0x81, None));
-        assert_eq!(shift_op(SHL, 1, 32, false, 4), (1, None), "count masked to 0");
-        assert_eq!(shift_op(SHL, 1, 32, false, 8), (1 << 32, Some(PF)));
-        assert_eq!(shift_op(SHR, 0x80, 1, false, 1), (0x40, Some(OF)));
-        assert_eq!(shift_op(SAR, 0x80, 7, false, 1), (0xff, Some(SF | PF)));
-        assert_eq!(shift_op(SAR, 0x80, 31, false, 1), (0xff, Some(SF | PF | CF)));
-        assert_eq!(shift_op(SHL, 0xff, 9, false, 1), (0, Some(ZF | PF)));
-        assert_eq!(shift_op(ROL, 0x80, 1, false, 1), (0x01, Some(CF | OF)));
-        assert_eq!(shift_op(ROR, 0x01, 1, false, 1), (0x80, Some(CF | OF)));
-        assert_eq!(shift_op(RCL, 0x80, 1, false, 1), (0x00, Some(CF | OF)));
-        assert_eq!(shift_op(RCR, 0x00, 1, true, 1), (0x80, Some(OF)));
-        assert_eq!(shift_op(RCL, 0x12, 9, true, 1), (0x12, Some(CF | OF)), "rcl by 9: identity, OF set");
-        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2), (0x234a, Some(CF | AF | OF)));
-        assert_eq!(double_shift(false, 0x1234, 0xabcd, 4, 2), (0xd123, Some(SF | AF)));
-        assert_eq!(double_shift(true, 0x8001, 0x8000, 16, 2), (0x8000, Some(SF | PF | AF | CF | OF)));
-        assert_eq!(double_shift(true, 0x81bd, 0x8000, 17, 2), (0x0001, Some(AF)));
-        assert_eq!(double_shift(false, 0x0000, 0x8000, 17, 2), (0x4000, Some(PF | AF | OF)));
+        assert_eq!(amd(SHL, 0x81, 1, false, 1), (0x02, Some(CF | OF | AF)));
+        assert_eq!(amd(SHL, 0x81, 0, false, 1), (0x81, None));
+        assert_eq!(amd(SHL, 1, 32, false, 4), (1, None), "count masked to 0");
+        assert_eq!(amd(SHL, 1, 32, false, 8), (1 << 32, Some(PF | AF)));
+        assert_eq!(amd(SHR, 0x80, 1, false, 1), (0x40, Some(OF | AF)));
+        assert_eq!(amd(SAR, 0x80, 7, false, 1), (0xff, Some(SF | PF | AF)));
+        assert_eq!(amd(SAR, 0x80, 31, false, 1), (0xff, Some(SF | PF | CF | AF)));
+        assert_eq!(amd(SHL, 0xff, 9, false, 1), (0, Some(ZF | PF | AF)));
+        assert_eq!(amd(ROL, 0x80, 1, false, 1), (0x01, Some(CF | OF)));
+        assert_eq!(amd(ROR, 0x01, 1, false, 1), (0x80, Some(CF | OF)));
+        assert_eq!(amd(RCL, 0x80, 1, false, 1), (0x00, Some(CF | OF)));
+        assert_eq!(amd(RCR, 0x00, 1, true, 1), (0x80, Some(OF)));
+        assert_eq!(amd(RCL, 0x12, 9, true, 1), (0x12, Some(CF | OF)), "rcl by 9: identity, OF set");
+        let v = Vendor::Amd;
+        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2, v), (0x234a, Some(CF | AF | OF)));
+        assert_eq!(double_shift(false, 0x1234, 0xabcd, 4, 2, v), (0xd123, Some(SF | AF)));
+        assert_eq!(double_shift(true, 0x8001, 0x8000, 16, 2, v), (0x8000, Some(SF | PF | AF | CF | OF)));
+        assert_eq!(double_shift(true, 0x81bd, 0x8000, 17, 2, v), (0x0001, Some(AF)));
+        assert_eq!(double_shift(false, 0x0000, 0x8000, 17, 2, v), (0x4000, Some(PF | AF | OF)));
+    }
+
+    /// Intel's answers, as the Intel Xeon of the difftest report gave them (cases named).
+    #[test]
+    fn intel_profile() {
+        // shift/Shl8/...: AF clear; OF from the operand's top two bits, whatever the count.
+        assert_eq!(intel(SHL, 0x40, 3, 0, 1, false), (0x00, Some(ZF | PF | OF)));
+        assert_eq!(intel(SHL, 0x81, 1, 0, 1, false), (0x02, Some(CF | OF)), "count 1 as defined");
+        // SHR: OF = the operand's MSB; SAR: OF = 0.
+        assert_eq!(intel(SHR, 0x80, 3, 0, 1, false), (0x10, Some(OF)));
+        assert_eq!(intel(SAR, 0x80, 3, OF, 1, false), (0xf0, Some(SF | PF)));
+        // shift/Rol8/imm5-0-cf0: ROL by an immediate keeps OF.
+        assert_eq!(intel(ROL, 0, 5, OF, 1, true), (0, Some(OF)));
+        // shift/Rol8/cl7-1-cf0: ROL by CL: OF of the first one-bit rotate.
+        assert_eq!(intel(ROL, 1, 7, OF | AF, 1, false), (0x80, Some(AF)));
+        assert_eq!(intel(ROR, 0x81, 2, 0, 1, false), (0x60, Some(0)));
+        // RCL/RCR: first step; 8-bit by 9 changes nothing.
+        assert_eq!(intel(RCL, 0x40, 2, 0, 1, true), (0x00, Some(CF | OF)));
+        assert_eq!(intel(RCR, 0x80, 2, CF, 1, false), (0x60, Some(0)));
+        assert_eq!(intel(RCL, 0x12, 9, CF | OF, 1, false), (0x12, None));
+        // SHLD/SHRD r16 by more than 16 rotate DEST:SRC; AF clear, OF of the first step.
+        let v = Vendor::Intel;
+        assert_eq!(double_shift(true, 0x81bd, 0x8000, 17, 2, v), (0x0001, Some(CF | OF)));
+        assert_eq!(double_shift(false, 0x0000, 0x8000, 17, 2, v), (0x4000, Some(PF)));
+        assert_eq!(double_shift(true, 0x1234, 0xabcd, 4, 2, v), (0x234a, Some(CF)));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every iteration is a unit: a fault in iteration k leaves RCX/RSI/RDI as updated by the
 //! k-1 before it and RIP on the instruction; a pending interrupt between iterations stops it
 //! the same way (the step reports `Interrupted`), so the interrupt is delivered with RIP on
-//! the string instruction, exactly like hardware.
+//! the string instruction, exactly like hardware. Where the vendors differ (fault order of
+//! CMPS, flags of a REP CMPS/SCAS that faults) the CPU's profile decides (`crate::vendor`).
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -71,89 +72,100 @@ fn string<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
     {
         return Ok(());
     }
-    loop {
-        if rep && ctx.cpu.gpr[1] & am == 0 {
-            break;
-        }
-        let si = ctx.cpu.gpr[6] & am;
-        let di = ctx.cpu.gpr[7] & am;
-        match OP {
-            MOVS => {
-                let v = ctx.read_mem(src_seg, si, esz)?;
-                ctx.write_mem(SegReg::Es, di, esz, v)?;
-                bump(ctx, 6, delta, asz);
-                bump(ctx, 7, delta, asz);
-            }
-            STOS => {
-                let v = ctx.cpu.gpr[0] & mask(esz);
-                ctx.write_mem(SegReg::Es, di, esz, v)?;
-                bump(ctx, 7, delta, asz);
-            }
-            LODS => {
-                let v = ctx.read_mem(src_seg, si, esz)?;
-                let r = match esz {
-                    1 => Register::AL,
-                    2 => Register::AX,
-                    4 => Register::EAX,
-                    _ => Register::RAX,
-                };
-                ctx.set_reg(r, v);
-                bump(ctx, 6, delta, asz);
-            }
-            CMPS => {
-                // When both operands fault, the reference CPU (krr-difftest, AMD) reports
-                // ES:[RDI] first, except for REPE CMPSB, which reads [RSI] first.
-                let (a, b) = if repe && !repne && esz == 1 {
-                    let a = ctx.read_mem(src_seg, si, esz)?;
-                    (a, ctx.read_mem(SegReg::Es, di, esz)?)
-                } else {
-                    let b = ctx.read_mem(SegReg::Es, di, esz)?;
-                    (ctx.read_mem(src_seg, si, esz)?, b)
-                };
-                let (_, f) = sub_flags(a, b, 0, esz);
-                ctx.set_status(f);
-                bump(ctx, 6, delta, asz);
-                bump(ctx, 7, delta, asz);
-            }
-            SCAS => {
-                let b = ctx.read_mem(SegReg::Es, di, esz)?;
-                let (_, f) = sub_flags(ctx.cpu.gpr[0], b, 0, esz);
-                ctx.set_status(f);
-                bump(ctx, 7, delta, asz);
-            }
-            INS => {
-                // Check the destination before the port read has side effects.
-                ctx.read_mem_rmw(SegReg::Es, di, esz)?;
-                let v = ctx.plat.io_in(port, esz as u8)?;
-                ctx.write_mem(SegReg::Es, di, esz, u64::from(v))?;
-                bump(ctx, 7, delta, asz);
-            }
-            _ => {
-                let v = ctx.read_mem(src_seg, si, esz)?;
-                ctx.plat.io_out(port, esz as u8, v as u32)?;
-                bump(ctx, 6, delta, asz);
-            }
-        }
-        if !rep {
-            break;
-        }
-        bump(ctx, 1, u64::MAX, asz);
-        if ctx.cpu.gpr[1] & am == 0 {
-            break;
-        }
-        if OP == CMPS || OP == SCAS {
-            let zf = ctx.cpu.rflags & ZF != 0;
-            if (repe && !zf) || (repne && zf) {
+    // Intel commits a REP CMPS/SCAS's flags only when it ends: a fault in a later iteration
+    // reports the flags from before the instruction (AMD: those of the last compare).
+    let flags_before = ctx.cpu.rflags;
+    let intel = ctx.intel();
+    let iterate = |ctx: &mut Ctx<'_>| -> ExResult {
+        loop {
+            if rep && ctx.cpu.gpr[1] & am == 0 {
                 break;
             }
+            let si = ctx.cpu.gpr[6] & am;
+            let di = ctx.cpu.gpr[7] & am;
+            match OP {
+                MOVS => {
+                    let v = ctx.read_mem(src_seg, si, esz)?;
+                    ctx.write_mem(SegReg::Es, di, esz, v)?;
+                    bump(ctx, 6, delta, asz);
+                    bump(ctx, 7, delta, asz);
+                }
+                STOS => {
+                    let v = ctx.cpu.gpr[0] & mask(esz);
+                    ctx.write_mem(SegReg::Es, di, esz, v)?;
+                    bump(ctx, 7, delta, asz);
+                }
+                LODS => {
+                    let v = ctx.read_mem(src_seg, si, esz)?;
+                    let r = match esz {
+                        1 => Register::AL,
+                        2 => Register::AX,
+                        4 => Register::EAX,
+                        _ => Register::RAX,
+                    };
+                    ctx.set_reg(r, v);
+                    bump(ctx, 6, delta, asz);
+                }
+                CMPS => {
+                    // When both operands fault, ES:[RDI] is reported first, except for AMD's
+                    // REPE CMPSB, which reads [RSI] first (krr-difftest; `crate::vendor`).
+                    let (a, b) = if repe && !repne && esz == 1 && !intel {
+                        let a = ctx.read_mem(src_seg, si, esz)?;
+                        (a, ctx.read_mem(SegReg::Es, di, esz)?)
+                    } else {
+                        let b = ctx.read_mem(SegReg::Es, di, esz)?;
+                        (ctx.read_mem(src_seg, si, esz)?, b)
+                    };
+                    let (_, f) = sub_flags(a, b, 0, esz);
+                    ctx.set_status(f);
+                    bump(ctx, 6, delta, asz);
+                    bump(ctx, 7, delta, asz);
+                }
+                SCAS => {
+                    let b = ctx.read_mem(SegReg::Es, di, esz)?;
+                    let (_, f) = sub_flags(ctx.cpu.gpr[0], b, 0, esz);
+                    ctx.set_status(f);
+                    bump(ctx, 7, delta, asz);
+                }
+                INS => {
+                    // Check the destination before the port read has side effects.
+                    ctx.read_mem_rmw(SegReg::Es, di, esz)?;
+                    let v = ctx.plat.io_in(port, esz as u8)?;
+                    ctx.write_mem(SegReg::Es, di, esz, u64::from(v))?;
+                    bump(ctx, 7, delta, asz);
+                }
+                _ => {
+                    let v = ctx.read_mem(src_seg, si, esz)?;
+                    ctx.plat.io_out(port, esz as u8, v as u32)?;
+                    bump(ctx, 6, delta, asz);
+                }
+            }
+            if !rep {
+                break;
+            }
+            bump(ctx, 1, u64::MAX, asz);
+            if ctx.cpu.gpr[1] & am == 0 {
+                break;
+            }
+            if OP == CMPS || OP == SCAS {
+                let zf = ctx.cpu.rflags & ZF != 0;
+                if (repe && !zf) || (repne && zf) {
+                    break;
+                }
+            }
+            if ctx.cpu.rflags & IF != 0 && ctx.plat.interrupt_pending() {
+                ctx.cpu.rip = ctx.start_rip;
+                ctx.rep_interrupted = true;
+                return Ok(());
+            }
         }
-        if ctx.cpu.rflags & IF != 0 && ctx.plat.interrupt_pending() {
-            ctx.cpu.rip = ctx.start_rip;
-            ctx.rep_interrupted = true;
-            return Ok(());
-        }
+        Ok(())
+    };
+    let r = iterate(ctx);
+    if r.is_err() && rep && (OP == CMPS || OP == SCAS) && ctx.intel() {
+        ctx.set_status(flags_before);
     }
-    Ok(())
+    r
 }
 
 /// Bulk REP MOVS/STOS (64-bit addressing, DF=0): whole runs of elements that stay inside

@@ -44,6 +44,17 @@ pub(super) fn check_waiting(ctx: &Ctx<'_>) -> ExResult {
     check_pending(ctx)
 }
 
+/// `check_waiting` for a non-control x87 instruction, which Intel also records as the last x87
+/// instruction (FXSAVE's FIP; FCS is deprecated there and stays 0). AMD stores FIP only with an
+/// x87 exception pending, which krr-emu does not model: its FIP stays as FXRSTOR/FNINIT left it.
+pub(super) fn begin_non_control(ctx: &mut Ctx<'_>) -> ExResult {
+    check_waiting(ctx)?;
+    if ctx.intel() {
+        ctx.cpu.fpu.fip = ctx.start_rip;
+    }
+    Ok(())
+}
+
 /// If one of the exception flags `fl` is unmasked in FCW: records `fl` with ES and B (the
 /// instruction then does not complete; #MF comes at the next waiting instruction) and returns
 /// true.
@@ -237,7 +248,7 @@ fn load_fp(bits: u64, single: bool) -> ([u8; 10], u16) {
 }
 
 fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_waiting(ctx)?;
+    begin_non_control(ctx)?;
     let v = match i.code() {
         Code::Fld_sti => {
             let j = (top(ctx) + st_index(i.op_register(0))) & 7;
@@ -281,7 +292,7 @@ fn fld(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn fxch(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_waiting(ctx)?;
+    begin_non_control(ctx)?;
     let t = top(ctx);
     let j = (t + st_index(i.op_register(1))) & 7;
     ctx.cpu.fpu.st.swap(t, j);
@@ -289,7 +300,7 @@ fn fxch(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn ffree(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_waiting(ctx)?;
+    begin_non_control(ctx)?;
     let j = (top(ctx) + st_index(i.op_register(0))) & 7;
     ctx.cpu.fpu.ftw &= !(1 << j);
     if i.mnemonic() == Mnemonic::Ffreep {
@@ -299,7 +310,7 @@ fn ffree(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
 }
 
 fn fincdec(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_waiting(ctx)?;
+    begin_non_control(ctx)?;
     let t = top(ctx);
     set_top(ctx, if i.mnemonic() == Mnemonic::Fincstp { t + 1 } else { t + 7 });
     Ok(())

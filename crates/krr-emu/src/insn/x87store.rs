@@ -12,7 +12,7 @@
 
 use iced_x86::{Code, Mnemonic, OpKind};
 
-use super::x87::{check_waiting, pop, st_index, top, ES_B, INDEFINITE};
+use super::x87::{begin_non_control, pop, st_index, top, ES_B, INDEFINITE};
 use super::{Decoded, Handler};
 use crate::error::ExResult;
 use crate::exec::Ctx;
@@ -272,7 +272,7 @@ fn store_converted(ctx: &mut Ctx<'_>, i: &Decoded, (r, fl, c1): (u64, u16, bool)
 }
 
 fn fst(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
-    check_waiting(ctx)?;
+    begin_non_control(ctx)?;
     let code = i.code();
     let popping = matches!(i.mnemonic(), Mnemonic::Fstp | Mnemonic::Fistp | Mnemonic::Fisttp);
     let rc = (ctx.cpu.fpu.fcw >> 10) & 3;
