@@ -79,7 +79,7 @@ pub fn case_digest(c: &Case) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// The outcome after `k` instructions, or why the reference had none.
-    Found(usize, Result<Outcome, String>),
+    Found(usize, Box<Result<Outcome, String>>),
     /// No entry for the case's name.
     Missing,
     /// The entry was made from another case of that name (the corpus changed since).
@@ -270,10 +270,10 @@ impl Golden {
         }
         match &self.entries[&case.name] {
             Stored::Outcome { fields, .. } => match decode_outcome(case, fields) {
-                Some(o) => Lookup::Found(k, Ok(o)),
-                None => Lookup::Found(k, Err("malformed golden entry".into())),
+                Some(o) => Lookup::Found(k, Box::new(Ok(o))),
+                None => Lookup::Found(k, Box::new(Err("malformed golden entry".into()))),
             },
-            Stored::Unavailable { reason, .. } => Lookup::Found(k, Err(reason.clone())),
+            Stored::Unavailable { reason, .. } => Lookup::Found(k, Box::new(Err(reason.clone()))),
         }
     }
 
@@ -537,8 +537,8 @@ mod tests {
         let text = g.to_text();
         let back = Golden::from_text(&text, "mem").unwrap();
         assert_eq!(back, g);
-        assert_eq!(back.get(&c), Lookup::Found(2, Ok(o)));
-        assert_eq!(back.get(&c2), Lookup::Found(2, Err("host said no".into())));
+        assert_eq!(back.get(&c), Lookup::Found(2, Box::new(Ok(o))));
+        assert_eq!(back.get(&c2), Lookup::Found(2, Box::new(Err("host said no".into()))));
         let mut changed = case();
         changed.gprs[RAX] = 6;
         assert_eq!(back.get(&changed), Lookup::OtherCase);

@@ -413,7 +413,7 @@ fn golden_check(a: &Args, all: &[Case], path: &std::path::Path) -> ExitCode {
                 )],
             },
             golden::Lookup::Found(k, stored) => {
-                let reference = stored.map_err(krr_difftest::case::Failure::Other);
+                let reference = (*stored).map_err(krr_difftest::case::Failure::Other);
                 match compare_one(&reference, &emu.run_prefix(c, k), &c.code(k)) {
                     None => Verdict::Pass,
                     Some(Verdict::Mismatch { diffs, .. }) => Verdict::Mismatch { insn: k, diffs },

@@ -132,6 +132,73 @@ mod tests {
         assert!("via".parse::<Vendor>().is_err());
     }
 
+    use crate::testutil::{long_mode_cpu, read_u64, run_asm_on, DATA};
+    use iced_x86::code_asm::*;
+
+    /// Runs `f` with status flags `flags_in` on a CPU of `v`; returns RBX = RFLAGS after it.
+    fn flags_after(
+        v: Vendor,
+        flags_in: u64,
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    ) -> u64 {
+        let mut cpu = long_mode_cpu();
+        cpu.features.vendor = v;
+        let (cpu, _) = run_asm_on(cpu, |a| {
+            a.mov(rax, flags_in)?;
+            a.push(rax)?;
+            a.popfq()?;
+            f(a)?;
+            a.pushfq()?;
+            a.pop(rbx)?;
+            Ok(())
+        });
+        cpu.gpr[3] & 0x8d5
+    }
+
+    #[test]
+    fn the_table_in_programs() {
+        use crate::cpu::flags::{AF, CF, OF, PF, SF, ZF};
+        let all = CF | PF | AF | ZF | SF | OF;
+        // MUL 0 * 0: AMD keeps SF/ZF/AF/PF, Intel computes SF/PF from the low half, ZF = AF = 0.
+        let mul = |a: &mut CodeAssembler| {
+            a.mov(ecx, 0)?;
+            a.mov(rax, 0u64)?;
+            a.mul(ecx)
+        };
+        assert_eq!(flags_after(Vendor::Amd, all, mul), SF | ZF | AF | PF);
+        assert_eq!(flags_after(Vendor::Intel, all, mul), PF);
+        // DIV: AMD sets AF and clears SF/ZF/PF; Intel changes nothing.
+        let div = |a: &mut CodeAssembler| {
+            a.mov(ecx, 7)?;
+            a.mov(eax, 100)?;
+            a.mov(edx, 0)?;
+            a.div(ecx)
+        };
+        assert_eq!(flags_after(Vendor::Amd, SF | ZF | PF | CF, div), AF | CF);
+        assert_eq!(flags_after(Vendor::Intel, SF | ZF | PF | CF, div), SF | ZF | PF | CF);
+        // TZCNT keeps OF on AMD only.
+        let tz = |a: &mut CodeAssembler| {
+            a.mov(ecx, 0x80)?;
+            a.tzcnt(eax, ecx)
+        };
+        assert_eq!(flags_after(Vendor::Amd, OF, tz), OF);
+        assert_eq!(flags_after(Vendor::Intel, OF, tz), 0);
+    }
+
+    #[test]
+    fn fxsave_stores_the_last_x87_instruction_on_intel_only() {
+        for (v, want) in [(Vendor::Amd, 0), (Vendor::Intel, crate::testutil::CODE + 10)] {
+            let mut cpu = long_mode_cpu();
+            cpu.features.vendor = v;
+            let (_, mem) = run_asm_on(cpu, |a| {
+                a.mov(rdi, DATA)?; // 10 bytes
+                a.fld1()?; // at CODE + 10
+                a.fxsave64(ptr(rdi))
+            });
+            assert_eq!(read_u64(&mem, DATA + 8), want, "FIP, {v}");
+        }
+    }
+
     #[test]
     fn the_host_vendor_is_a_cpuid_string() {
         assert_eq!(Vendor::host_cpuid_vendor().len(), 12);

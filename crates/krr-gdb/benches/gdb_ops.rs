@@ -30,12 +30,12 @@ fn main() {
     let syms = krr_vmm::boot::symbols(&dir.join("vmlinux"), false).unwrap();
     let kernel_clone = syms.iter().find(|s| s.name == "kernel_clone").unwrap().addr;
 
-    let (cpus, mem, _) = load_snapshot(&trace).unwrap();
+    let (cpus, mem, _) = load_snapshot(&trace, None).unwrap();
     let t = Instant::now();
     let plain = Replayer::new(cpus, mem, hooks.clone(), &trace.events).run(|_, _| {}).unwrap();
     let plain_s = t.elapsed().as_secs_f64();
 
-    let (cpus, mem, _) = load_snapshot(&trace).unwrap();
+    let (cpus, mem, _) = load_snapshot(&trace, None).unwrap();
     let session = Session::new(Replayer::new(cpus, mem, hooks, &trace.events)).unwrap();
     let mut tl = Timeline::new(session, INTERVAL, MAX);
     let t = Instant::now();

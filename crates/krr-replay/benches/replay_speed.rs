@@ -34,7 +34,7 @@ fn main() {
         let mut times = Vec::new();
         let mut insns = 0;
         for _ in 0..reps {
-            let (cpus, mem, _) = load_snapshot(&trace).unwrap();
+            let (cpus, mem, _) = load_snapshot(&trace, None).unwrap();
             let t = Instant::now();
             let out = Replayer::new(cpus, mem, hooks.clone(), &trace.events)
                 .run(|_, _| {})

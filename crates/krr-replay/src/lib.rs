@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use engine::{Checkpoint, Outcome, Replayer, Session, Stop, Watch};
 pub use hooks::Hooks;
-pub use load::{check_kernel, load_snapshot, load_trace, Trace};
+pub use load::{check_kernel, cpu_profile, load_snapshot, load_trace, Trace};
 pub use report::Divergence;
 
 /// Why a replay could not start (a divergence is not an error of this kind: it is a result).
@@ -35,4 +35,6 @@ pub enum ReplayError {
     WrongKernel { vmlinux: PathBuf, found: String, wanted: String },
     #[error("cannot replay {0}")]
     Unsupported(String),
+    #[error("the trace was recorded on a {0:?} CPU, and krr-emu has no profile of that vendor's undefined flags and results (it has amd and intel); replay with --cpu-profile amd|intel to run with another vendor's, at the risk of a divergence where they differ")]
+    UnknownVendor(String),
 }

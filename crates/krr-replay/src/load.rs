@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use krr_emu::{Cpu, FlatMemory, GuestMemory};
+use krr_emu::{Cpu, FlatMemory, GuestMemory, Vendor};
 use krr_trace::{Event, Header, TraceReader};
 use krr_vmm::snapshot::{decode_cpu, decode_memory, SnapshotFile, SnapshotMeta};
 
@@ -71,8 +71,22 @@ pub fn check_kernel(header: &Header, vmlinux: &Path) -> Result<(), ReplayError> 
     Ok(())
 }
 
-/// The start snapshot as emulated vCPUs (vCPU i at index i) and their memory.
-pub fn load_snapshot(trace: &Trace) -> Result<(Vec<Cpu>, FlatMemory, SnapshotMeta), ReplayError> {
+/// The vendor profile krr-emu replays `header`'s trace with: the recorded CPU's vendor, or
+/// `choice` (`--cpu-profile`). A vendor krr-emu has no profile for needs a choice.
+pub fn cpu_profile(header: &Header, choice: Option<Vendor>) -> Result<Vendor, ReplayError> {
+    match (choice, Vendor::from_cpuid_vendor(&header.vm.cpu_vendor)) {
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(ReplayError::UnknownVendor(header.vm.cpu_vendor.clone())),
+    }
+}
+
+/// The start snapshot as emulated vCPUs (vCPU i at index i) and their memory; the vCPUs give
+/// the answers of the recorded CPU's vendor, or of `profile` when given ([`cpu_profile`]).
+pub fn load_snapshot(
+    trace: &Trace,
+    profile: Option<Vendor>,
+) -> Result<(Vec<Cpu>, FlatMemory, SnapshotMeta), ReplayError> {
+    let vendor = cpu_profile(&trace.header, profile)?;
     let sref = trace.header.snapshot.as_ref().ok_or_else(|| ReplayError::NoSnapshot(trace.dir.clone()))?;
     let path = trace.dir.join(&sref.file);
     let bytes =
@@ -111,8 +125,7 @@ pub fn load_snapshot(trace: &Trace) -> Result<(Vec<Cpu>, FlatMemory, SnapshotMet
             .map(|i| {
                 let mut cpu = Cpu::new();
                 // The emu backend's CPU (crates/krr-vmm/src/emu).
-                cpu.features.rdrand = false;
-                cpu.features.rdseed = false;
+                cpu.features = krr_vmm::emu::emu_features();
                 decode_cpu(&mut cpu, section(&krr_vmm::emu::cpu_tag(i))?)
                     .map_err(|e| ReplayError::Snapshot(format!("{}: vCPU {i}: {e}", path.display())))?;
                 Ok(cpu)
@@ -127,6 +140,13 @@ pub fn load_snapshot(trace: &Trace) -> Result<(Vec<Cpu>, FlatMemory, SnapshotMet
         }
         other => return Err(ReplayError::Unsupported(format!("a snapshot of a {other} VM"))),
     };
+    let cpus = cpus
+        .into_iter()
+        .map(|mut c: Cpu| {
+            c.features.vendor = vendor;
+            c
+        })
+        .collect();
     Ok((cpus, mem, meta))
 }
 

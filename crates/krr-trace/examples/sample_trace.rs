@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vcpus: 1,
             mem_bytes: 256 << 20,
             cmdline: "-- /bin/hello".into(),
+            cpu_vendor: "GenuineIntel".into(),
         },
         start_time_unix_ms: now,
         ..Header::default()

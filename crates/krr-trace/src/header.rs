@@ -27,6 +27,16 @@ pub struct VmConfig {
     pub mem_bytes: u64,
     /// The guest kernel command line.
     pub cmdline: String,
+    /// CPUID vendor string of the CPU whose implementation-specific behaviour the recorded
+    /// kernel saw: the host CPU for `kvm` (the silicon ran it, whatever CPUID the guest was
+    /// shown), krr-emu's profile for `emu`. Replay runs krr-emu in that vendor's profile.
+    /// Traces from before the field replay as `AuthenticAMD`, the only profile krr-emu had.
+    #[serde(default = "legacy_cpu_vendor")]
+    pub cpu_vendor: String,
+}
+
+fn legacy_cpu_vendor() -> String {
+    "AuthenticAMD".into()
 }
 
 /// The guest kernel a trace belongs to; replay refuses another kernel.
@@ -181,6 +191,13 @@ impl Header {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_header_from_before_cpu_vendor_reads_as_amd() {
+        let vm: VmConfig =
+            serde_json::from_str(r#"{"accel":"kvm","vcpus":1,"mem_bytes":4096,"cmdline":"x"}"#).unwrap();
+        assert_eq!(vm.cpu_vendor, "AuthenticAMD");
+    }
+
     fn sample() -> Header {
         Header {
             producer: "krr test".into(),
@@ -189,6 +206,7 @@ mod tests {
                 vcpus: 2,
                 mem_bytes: 256 << 20,
                 cmdline: "console=ttyS0".into(),
+                cpu_vendor: "GenuineIntel".into(),
             },
             kernel: KernelInfo {
                 build_id: "abcd".into(),

@@ -124,7 +124,13 @@ fn header_completion_is_written_last() {
     let dir = tmp.path().join("t");
     let header = Header {
         producer: "krr test".into(),
-        vm: VmConfig { accel: "emu".into(), vcpus: 1, mem_bytes: 1 << 28, cmdline: "x".into() },
+        vm: VmConfig {
+            accel: "emu".into(),
+            vcpus: 1,
+            mem_bytes: 1 << 28,
+            cmdline: "x".into(),
+            cpu_vendor: "AuthenticAMD".into(),
+        },
         ..Header::default()
     };
     let mut w = TraceWriter::create(&dir, header.clone(), WriterOptions::default()).unwrap();

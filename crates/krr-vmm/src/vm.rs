@@ -359,6 +359,10 @@ fn start_recorder(
             vcpus: meta.vcpus,
             mem_bytes: meta.mem_bytes,
             cmdline: meta.cmdline.clone(),
+            cpu_vendor: match accel {
+                Accel::Kvm => krr_emu::Vendor::host_cpuid_vendor(),
+                _ => crate::emu::EMU_VENDOR.cpuid_vendor().to_string(),
+            },
         },
         kernel: krr_trace::KernelInfo {
             build_id: meta.kernel_build_id.clone(),

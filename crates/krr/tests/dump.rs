@@ -14,6 +14,7 @@ fn golden_trace(dir: &Path) {
             vcpus: 2,
             mem_bytes: 256 << 20,
             cmdline: "console=ttyS0 -- /bin/hello".into(),
+            cpu_vendor: "GenuineIntel".into(),
         },
         kernel: KernelInfo {
             build_id: "0123456789abcdef".into(),

@@ -198,6 +198,9 @@ fn check_trace_and_replay(trace: &Path) -> Vec<serde_json::Value> {
     let header = String::from_utf8_lossy(&header.stdout);
     assert!(header.contains("accel=kvm"), "{header}");
     assert!(header.contains("# snapshot: snapshot"), "{header}");
+    // The host's silicon ran the kernel: its vendor decides replay's answers to undefined flags.
+    let vendor = format!("cpu={} ", krr_emu::Vendor::host_cpuid_vendor());
+    assert!(header.contains(&vendor), "wanted {vendor:?} in {header}");
     let all = Command::new(krr).arg("dump").arg(trace).arg("--json").output().unwrap();
     let evs: Vec<serde_json::Value> =
         String::from_utf8_lossy(&all.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

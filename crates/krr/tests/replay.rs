@@ -206,6 +206,31 @@ fn bad_traces_are_one_line_errors() {
     one_line(replay(&junk, &[]), "junk");
 }
 
+/// The header names the CPU vendor whose answers the recording saw; replay follows it, refuses
+/// a vendor krr-emu has no profile for in one line, and runs one with `--cpu-profile`.
+#[test]
+fn the_recorded_cpu_vendor_picks_the_replay_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("hello");
+    record(&trace, "hello");
+    let header = krr_trace::Header::read(&trace.join("header")).unwrap();
+    assert_eq!(header.vm.cpu_vendor, "GenuineIntel", "the emu backend's CPU is an Intel one");
+    let other = copy_dir(&trace, &tmp.path().join("hygon"));
+    let mut h = header.clone();
+    h.vm.cpu_vendor = "HygonGenuine".into();
+    h.write_atomic(&other.join("header")).unwrap();
+    let out = replay(&other, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("\"HygonGenuine\"") && err.contains("--cpu-profile"), "{err}");
+    let out = replay(&other, &["--cpu-profile", "intel", "--json"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("recorded on a HygonGenuine CPU; replaying with krr-emu's intel profile"), "{err}");
+    assert_eq!(summary(&out)["diverged"], false);
+}
+
 fn copy_dir(from: &Path, to: &Path) -> PathBuf {
     std::fs::create_dir_all(to).unwrap();
     for f in std::fs::read_dir(from).unwrap() {

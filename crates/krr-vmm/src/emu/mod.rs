@@ -35,6 +35,21 @@ const QUANTUM: u64 = 4096;
 const PIT_PORTS: std::ops::RangeInclusive<u16> = 0x40..=0x43;
 const PORT_61: u16 = 0x61;
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
+/// IA32_BIOS_SIGN_ID: Linux writes 0, executes CPUID and reads the microcode revision (EDX) on
+/// Intel CPUs.
+const MSR_UCODE_REV: u32 = 0x8b;
+/// The microcode revision the emu backend's CPU reports.
+const EMU_UCODE_REV: u64 = 0x1;
+
+/// The vendor the `emu` backend's CPU is: its CPUID says GenuineIntel family 6 (the model Linux
+/// has the fewest quirks for under a hypervisor), so krr-emu gives Intel's answers where the
+/// vendors differ (`krr_emu::vendor`), and traces recorded on emu carry this vendor.
+pub const EMU_VENDOR: krr_emu::Vendor = krr_emu::Vendor::Intel;
+
+/// The instruction-set features of the `emu` backend's vCPUs (what its CPUID offers).
+pub fn emu_features() -> krr_emu::CpuFeatures {
+    krr_emu::CpuFeatures { rdrand: false, rdseed: false, vendor: EMU_VENDOR, ..Default::default() }
+}
 
 /// Why the emulated machine stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +279,7 @@ impl Platform for CpuPlatform<'_> {
     fn rdmsr(&mut self, msr: u32) -> Result<Option<u64>, PlatformStop> {
         Ok(match msr {
             MSR_TSC_DEADLINE => Some(self.bus.lapics[self.cpu].tsc_deadline()),
+            MSR_UCODE_REV => Some(EMU_UCODE_REV << 32),
             _ => None,
         })
     }
@@ -276,6 +292,8 @@ impl Platform for CpuPlatform<'_> {
                 self.rearm();
                 true
             }
+            // Writing 0 before CPUID is how Linux asks for the revision; the value is fixed.
+            MSR_UCODE_REV => true,
             _ => false,
         })
     }
@@ -311,7 +329,11 @@ impl Platform for CpuPlatform<'_> {
 pub fn emu_cpuid(leaf: u32, subleaf: u32, apic_id: u32, f: &krr_emu::CpuFeatures) -> CpuidResult {
     let bit = |b: bool, n: u32| if b { 1u32 << n } else { 0 };
     match leaf {
-        0 => CpuidResult { eax: 0x16, ebx: 0x756e_6547, edx: 0x4965_6e69, ecx: 0x6c65_746e }, // GenuineIntel
+        0 => {
+            let id = f.vendor.cpuid_vendor().as_bytes();
+            let w = |i: usize| u32::from_le_bytes([id[i], id[i + 1], id[i + 2], id[i + 3]]);
+            CpuidResult { eax: 0x16, ebx: w(0), edx: w(4), ecx: w(8) }
+        }
         1 => CpuidResult {
             eax: 0x0005_0654, // family 6, model 0x55, stepping 4
             ebx: (apic_id << 24) | (1 << 16) | (8 << 8),
@@ -416,8 +438,7 @@ impl EmuVm {
         let mut lapics = Vec::new();
         for id in 0..vcpus {
             let mut cpu = Cpu::new();
-            cpu.features.rdrand = false;
-            cpu.features.rdseed = false;
+            cpu.features = emu_features();
             if id == 0 {
                 let e = &plan.entry;
                 cpu.cr0 = e.cr0;
@@ -673,8 +694,7 @@ impl EmuVm {
         let mut cpus = Vec::new();
         for i in 0..meta.vcpus as usize {
             let mut cpu = Cpu::new();
-            cpu.features.rdrand = false;
-            cpu.features.rdseed = false;
+            cpu.features = emu_features();
             decode_cpu(&mut cpu, section(&cpu_tag(i))?)?;
             cpus.push(cpu);
         }

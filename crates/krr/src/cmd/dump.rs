@@ -297,8 +297,9 @@ fn print_header_summary(out: &mut impl Write, h: &Header) -> anyhow::Result<()> 
     writeln!(out, "# producer: {}, trace format {}", h.producer, krr_trace::FORMAT_VERSION)?;
     writeln!(
         out,
-        "# vm: accel={} vcpus={} mem={} MiB cmdline={:?}",
+        "# vm: accel={} cpu={} vcpus={} mem={} MiB cmdline={:?}",
         h.vm.accel,
+        h.vm.cpu_vendor,
         h.vm.vcpus,
         h.vm.mem_bytes >> 20,
         h.vm.cmdline

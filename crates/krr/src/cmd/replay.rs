@@ -35,6 +35,12 @@ pub struct ReplayArgs {
     /// reverse (docs/gdb.md).
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["until", "json"])]
     pub gdb: Option<String>,
+    /// Give this vendor's answers (amd or intel) where the manuals leave flags and results
+    /// undefined, instead of those of the CPU that recorded the trace (its vendor is in the
+    /// header). Needed for traces from CPUs krr-emu has no profile for (e.g. Hygon, Zhaoxin);
+    /// where the vendors differ, the replay can then diverge.
+    #[arg(long, value_name = "VENDOR")]
+    pub cpu_profile: Option<krr_emu::Vendor>,
 }
 
 /// The first byte where the replayed console and the trace's differ (`whole`: they must also
@@ -81,7 +87,16 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             trace.events.len()
         );
     }
-    let (cpus, mem, meta) = load_snapshot(&trace)?;
+    let profile = krr_replay::cpu_profile(&trace.header, args.cpu_profile)?;
+    if args.cpu_profile.is_some()
+        && Some(profile) != krr_emu::Vendor::from_cpuid_vendor(&trace.header.vm.cpu_vendor)
+    {
+        eprintln!(
+            "krr replay: the trace was recorded on a {} CPU; replaying with krr-emu's {profile} profile (a divergence can follow where the vendors differ)",
+            trace.header.vm.cpu_vendor
+        );
+    }
+    let (cpus, mem, meta) = load_snapshot(&trace, Some(profile))?;
     let hooks = Hooks::from_vmlinux(&vmlinux)?;
     let mut r = Replayer::new(cpus, mem, hooks, &trace.events);
     r.check_status_flags(meta.backend == "emu");
