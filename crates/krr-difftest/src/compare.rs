@@ -233,8 +233,8 @@ fn gp_rederived(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
 }
 
 /// MXCSR_MASK in an FXSAVE image is implementation-specific: this host's AMD CPU stores 0x2ffff
-/// (bit 17: MM, misaligned SSE mode), krr-emu the 0xffff of the Intel CPU its CPUID presents (it
-/// implements no MM). Returns a description if that dword is the only difference of `a`/`b`.
+/// (bit 17: MM, misaligned SSE mode), krr-emu 0xffff in both vendor profiles (it implements no
+/// MM). Returns a description if that dword is the only difference of `a`/`b`.
 fn mxcsr_mask_only(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     let mut d = iced_x86::Decoder::with_ip(64, code, CODE_BASE, iced_x86::DecoderOptions::NONE);
     let fxsave =
@@ -255,7 +255,7 @@ fn mxcsr_mask_only(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
         }
         found = true;
     }
-    found.then(|| "FXSAVE MXCSR_MASK: AMD 0x2ffff, krr-emu (Intel CPUID) 0xffff".to_string())
+    found.then(|| "FXSAVE MXCSR_MASK: AMD 0x2ffff, krr-emu 0xffff (no misaligned-SSE mode)".to_string())
 }
 
 /// Compares the reference's and krr-emu's results of one run of `code`: None when they agree,

@@ -132,3 +132,45 @@ fn emu_agrees_on_clean_families() {
     }
     assert!(bad.is_empty(), "{} mismatches, first: {:?}", bad.len(), bad.first());
 }
+
+/// The stored golden results of this host's vendor (`golden/`) are what this CPU does: every
+/// case both can compare agrees. On an Intel host this checks the file seeded from a report;
+/// on a mismatch, regenerate the file here with `--write-golden` (crates/krr-difftest/README.md).
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn the_stored_golden_results_of_this_vendor_are_this_cpu() {
+    use krr_difftest::golden::{Golden, Lookup};
+    let Some(vendor) = krr_emu::Vendor::host() else {
+        panic!("krr-emu has no profile for this host's vendor {}", krr_emu::Vendor::host_cpuid_vendor());
+    };
+    let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("golden/{}-seed1.golden.zst", vendor.name()));
+    let g = Golden::read(&file).expect("golden file");
+    assert_eq!((g.seed, g.count), (1, 5000));
+    let mut k = KvmRunner::new().expect("KVM");
+    let mut cases = corpus::all();
+    cases.extend(gen::random_cases(1, 5000));
+    let (mut compared, mut bad) = (0, Vec::new());
+    for c in &cases {
+        let Lookup::Found(n, stored) = g.get(c) else { panic!("{}: not in {}", c.name, file.display()) };
+        let Ok(stored) = *stored else { continue };
+        let host = k.run_prefix(c, n);
+        if host.is_err() {
+            continue;
+        }
+        compared += 1;
+        if let Some(v) = krr_difftest::compare::compare_one(&host, &Ok(stored), &c.code(n)) {
+            if !matches!(v, Verdict::HostError(_)) {
+                bad.push(format!("{}: {v:?}", c.name));
+            }
+        }
+    }
+    assert!(compared > 42_000, "only {compared} cases compared");
+    assert!(
+        bad.is_empty(),
+        "{} of {compared} stored results differ from this CPU (regenerate {} with --write-golden), first: {:?}",
+        bad.len(),
+        file.display(),
+        bad.first()
+    );
+}

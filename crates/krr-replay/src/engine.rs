@@ -977,6 +977,11 @@ impl<'a> Replayer<'a> {
         }
         self.injected = log.take();
         log.pending = Some(vector);
+        // The recorded CPU took the interrupt here even if this instruction is in the shadow
+        // of an STI or MOV SS (an interrupt window KVM opened, or a hypervisor that lost the
+        // shadow across a VM exit): deliver it here too, not one instruction later, which
+        // would run the instruction before the handler and push another return address.
+        self.cpu.interrupt_shadow = false;
         Ok(())
     }
 
@@ -1443,6 +1448,25 @@ mod tests {
         assert_eq!(r.digest(), before, "the look-ahead leaves the machine as it found it");
         assert_eq!(r.cpu.rip, CODE);
         (found, r)
+    }
+
+    /// An interrupt the log puts on the instruction right after STI (in its shadow) is
+    /// delivered there, before that instruction runs.
+    #[test]
+    fn an_interrupt_logged_in_the_sti_shadow_is_delivered_there() {
+        // sti ; inc rax ; hlt
+        let (mut cpu, mem) = machine(&[0xfb, 0x48, 0xff, 0xc0, 0xf4]);
+        let mut plat = krr_emu::SimplePlatform::new();
+        cpu.step(&mut FlatMemory::clone(&mem), &mut plat).unwrap();
+        assert!(cpu.interrupt_shadow, "STI opens a one-instruction shadow");
+        let regs = regs_of(&cpu);
+        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
+        let mut log = Log::new(&events, Rc::new(Cell::new(regs.rip)));
+        r.at_interrupt_point(&mut log).unwrap();
+        assert_eq!(log.pending, Some(0x30));
+        assert!(!r.cpu.interrupt_shadow, "delivered at the logged instruction, not after it");
+        assert_eq!(r.cpu.rip, CODE + 1);
     }
 
     #[test]
