@@ -186,6 +186,10 @@ i=0
 for w in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done
 [ -b /dev/vda ] || { say "FAILED: no /dev/vda (the output disk)"; poweroff -f; }
 say "kvm ready: \$(dmesg | grep -o -e 'Nested Virtualization enabled' -e 'Nested Paging enabled' | tr '\n' ' ')"
+# L1's symbols, in the last slot: the harness names the functions L1's CPUs are in at a hang.
+cat /proc/kallsyms | grep -e ' [tT] ' > /tmp/l1-kallsyms
+tar cf - -C /tmp l1-kallsyms | dd of=/dev/vda bs=1M seek=\$(($SLOTS * $SLOT_MIB)) conv=notrunc 2>/dev/null
+sync
 while read -r name args; do
     say "run \$name: krr \$args"
     t=\$(up)
@@ -206,7 +210,7 @@ poweroff -f
 EOF
 chmod +x "$R/init"
 (cd "$R" && find . | cpio -o -H newc --quiet) > "$WORK/l1.cpio"
-truncate -s $((SLOTS * SLOT_MIB))M "$WORK/out.img"
+truncate -s $(((SLOTS + 1) * SLOT_MIB))M "$WORK/out.img"
 step "L1 initramfs $(du -m "$WORK/l1.cpio" | cut -f1) MiB"
 
 # --- Boot L1 under TCG, with a watchdog. -------------------------------------------------------
@@ -214,16 +218,26 @@ step "L1 initramfs $(du -m "$WORK/l1.cpio" | cut -f1) MiB"
 # a hang: RIPs in L1's kernel (System.map in the L1 kernel directory) or, for a CPU running
 # the krr guest, in the guest's.
 monitor_dump() {
-    local f=$1
+    local f=$1 syms=$WORK/l1-kallsyms
+    { dd if="$WORK/out.img" bs=1M skip=$((SLOTS * SLOT_MIB)) count=$SLOT_MIB 2>/dev/null \
+        | tar xf - -C "$WORK" 2>/dev/null; } || true
     {
-        for round in 1 2; do
+        for round in 1 2 3; do
             exec 3<>"/dev/tcp/127.0.0.1/$MONPORT" || return 0
-            printf 'info registers -a\ninfo cpus\n' >&3
+            printf 'info registers -a\ninfo lapic 0\ninfo lapic 1\ninfo lapic 2\ninfo lapic 3\n' >&3
             sleep 1
             timeout 2 cat <&3 || true
             exec 3>&-
         done
     } > "$f" 2>&1 || true
+    # One line per CPU of the last round: RIP, IF, and the L1 function it is in.
+    if [ -s "$syms" ]; then
+        grep -a -o 'RIP=[0-9a-f]* RFL=[0-9a-f]*' "$f" | tail -n "$SMP" | while read -r rip rfl; do
+            rip=${rip#RIP=}
+            sym=$(sort "$syms" | awk -v a="$rip" '$1 <= a { s = $3; b = $1 } END { print s }')
+            printf '%s (%s) IF=%d\n' "$rip" "${sym:-?}" $(( (0x${rfl#RFL=} >> 9) & 1 ))
+        done > "$f.cpus" || true
+    fi
 }
 step "booting L1 (QEMU TCG -cpu max, $SMP CPUs, $MEM; deadline ${DEADLINE}s)"
 MONPORT=$((20000 + RANDOM % 20000))
@@ -275,7 +289,8 @@ column -t "$OUT/results.tsv" 2>/dev/null | sed 's/^/    /' || cat "$OUT/results.
 fail=$(grep -a '^nested-l1: .*FAILED' "$OUT/console.log" | head -n 1 || true)
 [ -z "$fail" ] || die "L1 could not start: ${fail#*FAILED: }"
 if [ "$status" = deadline ]; then
-    die "L1 did not finish within ${DEADLINE}s; it last said: ${last#nested-l1: } (console: $OUT/console.log)"
+    cpus=$(tr '\n' ';' < "$OUT/hang.txt.cpus" 2>/dev/null || true)
+    die "L1 did not finish within ${DEADLINE}s; it last said: ${last#nested-l1: }; its CPUs: ${cpus:-unknown} (details: $OUT/hang.txt, $OUT/console.log)"
 fi
 grep -aq '^nested-l1: .*all commands ran' "$OUT/console.log" \
     || die "L1 stopped before running every command; it last said: ${last:-nothing} (console: $OUT/console.log)"

@@ -808,6 +808,11 @@ impl<'a> Replayer<'a> {
         }
         if self.cpu.rip == log.irq_rip.get() {
             self.at_interrupt_point(log)?;
+            if log.pending.is_some() {
+                // The interrupt comes before the instruction here: an agent hook at this RIP
+                // runs when the handler has returned to it, not now (it would run twice).
+                return Ok(());
+            }
         }
         if let Some(h) = self.hooks.at(self.cpu.rip) {
             self.hook(h, log)?;
@@ -1467,6 +1472,24 @@ mod tests {
         assert_eq!(log.pending, Some(0x30));
         assert!(!r.cpu.interrupt_shadow, "delivered at the logged instruction, not after it");
         assert_eq!(r.cpu.rip, CODE + 1);
+    }
+
+    /// An interrupt logged at the first instruction of an agent hook is delivered first; the
+    /// hook runs when the handler returns there (here: a user-read end the replay has not seen
+    /// begin would be a divergence if it ran now).
+    #[test]
+    fn an_interrupt_at_a_hook_comes_before_the_hook() {
+        let (cpu, mem) = machine(&[0x90, 0xf4]);
+        let regs = regs_of(&cpu);
+        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::UserReadEnd);
+        let mut r = Replayer::new(vec![cpu], mem, hooks, &events);
+        let mut log = Log::new(&events, Rc::new(Cell::new(CODE)));
+        r.boundary(&mut log).unwrap();
+        assert_eq!(log.pending, Some(0x30));
+        // The CPU delivers it; back at the hook with nothing to deliver, the hook runs.
+        log.pending = None;
+        assert!(r.boundary(&mut log).is_err(), "the user-read end now runs (and finds no begin)");
     }
 
     #[test]

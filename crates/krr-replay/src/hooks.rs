@@ -91,6 +91,12 @@ impl Hooks {
         Hooks { at: Vec::new(), lo: u64::MAX, hi: 0, krr_pos, trace_pc, lock_spin: 0..0 }
     }
 
+    /// `none` plus one agent entry point: `hook` at `addr`.
+    #[cfg(test)]
+    pub(crate) fn one(krr_pos: u64, trace_pc: u64, addr: u64, hook: Hook) -> Self {
+        Hooks { at: vec![(addr, hook)], lo: addr, hi: addr, ..Hooks::none(krr_pos, trace_pc) }
+    }
+
     /// The hook whose first instruction is at `rip`.
     #[inline]
     pub fn at(&self, rip: u64) -> Option<Hook> {
