@@ -55,6 +55,9 @@ if [ -x guest/build.sh ]; then
     guest/build.sh
 fi
 
+step "the nested-KVM harness's L1 kernel (Debian's distribution kernel, cached)"
+scripts/nested-kvm.sh --prepare
+
 if [ "$demo" = 1 ]; then
     step "demo"
     scripts/demo.sh

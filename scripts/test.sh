@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start"; CI runs it through .ci/run):
-# format, lints, every crate's tests, the KVM differential tests where /dev/kvm exists, and a
-# bounded fuzz run of every fuzz target where cargo-fuzz is installed.
+# format, lints, every crate's tests, the KVM differential tests where /dev/kvm exists, kvm
+# recordings on a real KVM inside QEMU (the nested harness, a bounded list; scripts/nested-suite.sh
+# runs the whole one), and a bounded fuzz run of every fuzz target where cargo-fuzz is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,13 @@ if [ -e /dev/kvm ]; then
     cargo test --release -p krr --test kvm -- --ignored
 else
     echo "note: /dev/kvm is missing: the KVM differential and kvm-backend tests did not run"
+fi
+
+if command -v qemu-system-x86_64 >/dev/null; then
+    step "kvm backend on a real KVM: the nested-KVM harness (QEMU TCG, kvm_amd inside), CI list"
+    cargo test --release -p krr --test nested -- --ignored --nocapture
+else
+    echo "note: qemu-system-x86_64 is missing: the nested-KVM recordings did not run (scripts/setup.sh installs it)"
 fi
 
 step "fuzzing (bounded)"

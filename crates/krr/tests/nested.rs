@@ -50,24 +50,39 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs the harness on `list`; returns the output directory.
-fn run_harness(out: &Path, list: &[(String, u32, String)]) {
+/// Runs the harness on `list` (plus `krr doctor`) into `out`. Returns whether L1 ran every
+/// command; a hang or crash of L1 is reported by the harness in one line and the results of
+/// the commands that finished are kept.
+fn run_harness(out: &Path, list: &[(String, u32, String)], doctor: bool) -> bool {
     let cmds = out.with_extension("commands");
-    let mut s = String::from("doctor doctor\n");
+    let mut s = String::new();
+    if doctor {
+        s.push_str("doctor doctor\n");
+    }
     for (name, smp, w) in list {
         s.push_str(&format!("{name} record -o @TRACE --accel kvm --smp {smp} --timeout 150 -- /bin/{w}\n"));
     }
     std::fs::write(&cmds, s).unwrap();
+    // A recording takes 10-25 s in L1: a minute each bounds a hang.
+    let deadline = 120 + 60 * (list.len() + 1);
     let krr = env!("CARGO_BIN_EXE_krr");
     let status = Command::new(repo().join("scripts/nested-kvm.sh"))
         .arg("-o")
         .arg(out)
-        .args(["--command-timeout", "240", "--krr", krr])
+        .args(["--command-timeout", "200", "--deadline", &deadline.to_string(), "--krr", krr])
         .arg(&cmds)
         .env("KRR_GUEST_DIR", common::guest_dir())
         .status()
         .expect("run scripts/nested-kvm.sh");
-    assert!(status.success(), "the nested harness failed (see {}/console.log)", out.display());
+    status.success()
+}
+
+/// The row of `name` in OUT/results.tsv: (exit status, seconds), None if L1 never finished it.
+fn result(out: &Path, name: &str) -> Option<(String, String)> {
+    let t = std::fs::read_to_string(out.join("results.tsv")).ok()?;
+    let row = t.lines().find(|l| l.split('\t').next() == Some(name))?;
+    let f: Vec<&str> = row.split('\t').collect();
+    (f.len() == 3 && f[1] != "-").then(|| (f[1].to_string(), f[2].to_string()))
 }
 
 #[test]
@@ -79,16 +94,32 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nested");
-    run_harness(&out, &list);
+    let mut done = run_harness(&out, &list, true);
     let doctor = std::fs::read_to_string(out.join("doctor.log")).unwrap_or_default();
-    assert!(doctor.contains("SYSCALL"), "krr doctor in L1: {doctor}");
-    let results = std::fs::read_to_string(out.join("results.tsv")).unwrap();
+    assert!(doctor.contains("SYSCALL enters ring 0:    yes"), "krr doctor in L1: {doctor}");
+    // L1 itself can stop (QEMU's TCG under SVM; docs/nested-kvm.md): what did not finish runs
+    // once more in a fresh L1, and is a failure if it does not finish there either.
+    let mut outs: Vec<(String, PathBuf)> = list.iter().map(|(n, _, _)| (n.clone(), out.clone())).collect();
+    if !done {
+        let rest: Vec<_> = list.iter().filter(|(n, _, _)| result(&out, n).is_none()).cloned().collect();
+        eprintln!("nested: L1 did not finish; running {} commands again in a fresh L1", rest.len());
+        let again = tmp.path().join("nested-again");
+        done = run_harness(&again, &rest, false);
+        for (n, o) in outs.iter_mut() {
+            if rest.iter().any(|(r, _, _)| r == n) {
+                *o = again.clone();
+            }
+        }
+    }
     let mut failures = Vec::new();
-    for (name, _, w) in &list {
-        let row = results.lines().find(|l| l.split('\t').next() == Some(name.as_str())).unwrap_or("");
+    for ((name, _, w), (_, out)) in list.iter().zip(&outs) {
         let log = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
-        if row.split('\t').nth(1) != Some("0") {
-            failures.push(format!("{name}: recording in L1 did not exit 0 ({row}): {}", log.trim_end()));
+        let Some((code, secs)) = result(out, name) else {
+            failures.push(format!("{name}: L1 never finished it (twice)"));
+            continue;
+        };
+        if code != "0" {
+            failures.push(format!("{name}: recording in L1 exited {code}: {}", log.trim_end()));
             continue;
         }
         let trace = out.join(name);
@@ -111,7 +142,6 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
             && v["console_match"] == true
             && v["complete"] == true
             && v["events"].as_u64() == Some(events);
-        let secs = row.split('\t').nth(2).unwrap_or("?");
         eprintln!("{name} ({w}): recorded in L1 in {secs} s, {events} events; replay {v}");
         if !ok {
             failures.push(format!("{name}: {v} / {} events; {}", events, text(&replay.stderr).trim_end()));
@@ -124,4 +154,5 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
         list.len(),
         failures.join("\n")
     );
+    assert!(done, "L1 did not finish the commands it was given a second time");
 }
