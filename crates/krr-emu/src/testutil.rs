@@ -1,7 +1,7 @@
 //! Test fixtures: a 64-bit machine with identity paging, a Linux-like GDT, an IDT whose
 //! handlers record the vector in R15 and halt, and helpers to run code_asm programs.
 
-use iced_x86::code_asm::CodeAssembler;
+use iced_x86::code_asm::{rax, rbx, CodeAssembler};
 use iced_x86::IcedError;
 
 use crate::cpu::{Cpu, SegReg, Segment};
@@ -130,6 +130,25 @@ pub(crate) fn run_asm_on(
     let (cpu, mem) = run_raw(cpu, f);
     assert_eq!(cpu.gpr[15], NO_EXCEPTION, "unexpected exception, vector {}", cpu.gpr[15]);
     (cpu, mem)
+}
+
+/// Runs `f` on `cpu` with the status flags set to `flags_in` before it; returns the status
+/// flags (CF PF AF ZF SF OF) it leaves.
+pub(crate) fn status_flags_after(
+    cpu: Cpu,
+    flags_in: u64,
+    f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> u64 {
+    let (cpu, _) = run_asm_on(cpu, |a| {
+        a.mov(rax, flags_in)?;
+        a.push(rax)?;
+        a.popfq()?;
+        f(a)?;
+        a.pushfq()?;
+        a.pop(rbx)?;
+        Ok(())
+    });
+    cpu.gpr[3] & 0x8d5
 }
 
 /// Runs a program that must end in an exception handler (R15 = vector).

@@ -132,10 +132,10 @@ mod tests {
         assert!("via".parse::<Vendor>().is_err());
     }
 
-    use crate::testutil::{long_mode_cpu, read_u64, run_asm_on, DATA};
+    use crate::testutil::{long_mode_cpu, read_u64, run_asm_on, status_flags_after, DATA};
     use iced_x86::code_asm::*;
 
-    /// Runs `f` with status flags `flags_in` on a CPU of `v`; returns RBX = RFLAGS after it.
+    /// The status flags `f` leaves on a CPU of `v`, from `flags_in`.
     fn flags_after(
         v: Vendor,
         flags_in: u64,
@@ -143,16 +143,7 @@ mod tests {
     ) -> u64 {
         let mut cpu = long_mode_cpu();
         cpu.features.vendor = v;
-        let (cpu, _) = run_asm_on(cpu, |a| {
-            a.mov(rax, flags_in)?;
-            a.push(rax)?;
-            a.popfq()?;
-            f(a)?;
-            a.pushfq()?;
-            a.pop(rbx)?;
-            Ok(())
-        });
-        cpu.gpr[3] & 0x8d5
+        status_flags_after(cpu, flags_in, f)
     }
 
     #[test]

@@ -168,17 +168,9 @@ mod tests {
 
     #[test]
     fn bsf_tzcnt_flags_as_the_reference_cpu() {
+        // From all status flags set.
         let flags_after = |f: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| {
-            let (cpu, _) = run_asm(|a| {
-                a.mov(eax, 0x8d5)?; // all status flags
-                a.push(rax)?;
-                a.popfq()?;
-                f(a)?;
-                a.pushfq()?;
-                a.pop(rbx)?;
-                Ok(())
-            });
-            cpu.gpr[3] & 0x8d5
+            status_flags_after(long_mode_cpu(), 0x8d5, f)
         };
         // BSF: PF from the index (3: even parity), the rest clear; zero source: ZF|PF.
         assert_eq!(
