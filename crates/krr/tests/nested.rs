@@ -100,12 +100,20 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
     let doctor = std::fs::read_to_string(out.join("doctor.log")).unwrap_or_default();
     assert!(doctor.contains("SYSCALL enters ring 0:    yes"), "krr doctor in L1: {doctor}");
     // L1 itself can stop (QEMU's TCG under SVM; docs/nested-kvm.md): what did not finish runs
-    // once more in a fresh L1, and is a failure if it does not finish there either.
+    // again in a fresh L1, twice at most, and is a failure if it never finishes.
     let mut outs: Vec<(String, PathBuf)> = list.iter().map(|(n, _, _)| (n.clone(), out.clone())).collect();
-    if !done {
-        let rest: Vec<_> = list.iter().filter(|(n, _, _)| result(&out, n).is_none()).cloned().collect();
+    for attempt in 1..=2 {
+        if done {
+            break;
+        }
+        let rest: Vec<_> = list
+            .iter()
+            .zip(&outs)
+            .filter(|((n, _, _), (_, o))| result(o, n).is_none())
+            .map(|(l, _)| l.clone())
+            .collect();
         eprintln!("nested: L1 did not finish; running {} commands again in a fresh L1", rest.len());
-        let again = tmp.path().join("nested-again");
+        let again = tmp.path().join(format!("nested-again{attempt}"));
         done = run_harness(&again, &rest, false);
         for (n, o) in outs.iter_mut() {
             if rest.iter().any(|(r, _, _)| r == n) {
@@ -117,7 +125,7 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
     for ((name, _, w), (_, out)) in list.iter().zip(&outs) {
         let log = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
         let Some((code, secs)) = result(out, name) else {
-            failures.push(format!("{name}: L1 never finished it (twice)"));
+            failures.push(format!("{name}: L1 never finished it (three times)"));
             continue;
         };
         if code != "0" {
@@ -163,5 +171,5 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
         list.len(),
         failures.join("\n")
     );
-    assert!(done, "L1 did not finish the commands it was given a second time");
+    assert!(done, "L1 did not finish the commands it was given, three times");
 }
