@@ -4,7 +4,9 @@
 //! a kernel that pushes RFLAGS after a MUL, or spills a register a 16-bit SHLD by 20 wrote, sees
 //! the vendor's answer. AMD and Intel answer differently (measured with krr-difftest: the AMD EPYC
 //! hosts of this project directly, an Intel Xeon through its report in `crates/krr-difftest/golden`).
-//! Where the vendors differ, the instruction code asks [`Vendor`]; the rules, side by side:
+//! Where the vendors differ, the instruction code asks [`Vendor`]; the rules, side by side
+//! (FXSAVE's MXCSR_MASK differs too — AMD 0x2ffff with its misaligned-SSE mode — but krr-emu
+//! has no such mode and reports 0xffff in both profiles):
 //!
 //! | instruction | AMD (Zen) | Intel (Xeon, family 6) |
 //! |---|---|---|
@@ -22,7 +24,6 @@
 //! | REP CMPS/SCAS faulting after some iterations | status flags of the last compare | status flags as before the instruction |
 //! | #AC of 16-byte accesses (MOVUPS, MOVDQU...) | raised | not raised |
 //! | FXSAVE FIP (last x87 instruction) | stored only with an exception pending (ES) | the last non-control x87 instruction's RIP |
-//! | FXSAVE MXCSR_MASK | 0x2ffff (MM: misaligned SSE mode) | 0xffff |
 
 use std::fmt;
 use std::str::FromStr;
@@ -88,14 +89,6 @@ impl Vendor {
     /// The profile of the CPU this process runs on, if krr-emu has one.
     pub fn host() -> Option<Vendor> {
         Vendor::from_cpuid_vendor(&Vendor::host_cpuid_vendor())
-    }
-
-    /// MXCSR bits the vendor's FXSAVE reports as supported (MXCSR_MASK).
-    pub fn mxcsr_mask(self) -> u32 {
-        match self {
-            Vendor::Amd => 0x2_ffff,
-            Vendor::Intel => 0xffff,
-        }
     }
 }
 

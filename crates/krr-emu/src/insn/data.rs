@@ -77,13 +77,7 @@ fn cmpxchg(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
         if i.op0_kind() != OpKind::Register {
             ctx.write_op(i, 0, d)?;
         }
-        let r = match size {
-            1 => Register::AL,
-            2 => Register::AX,
-            4 => Register::EAX,
-            _ => Register::RAX,
-        };
-        ctx.set_reg(r, d);
+        ctx.set_reg(super::acc_reg(size), d);
     }
     ctx.set_status(f);
     Ok(())

@@ -312,6 +312,17 @@ static GPR_TABLE: [(u8, u8, bool); 256] = {
     t
 };
 
+/// The accumulator of `size` bytes: AL, AX, EAX or RAX.
+#[inline]
+pub(crate) fn acc_reg(size: usize) -> Register {
+    match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    }
+}
+
 /// Segment register enum for an iced segment register.
 #[inline]
 pub(crate) fn seg_of(r: Register) -> SegReg {

@@ -6,7 +6,7 @@
 //! the string instruction, exactly like hardware. Where the vendors differ (fault order of
 //! CMPS, flags of a REP CMPS/SCAS that faults) the CPU's profile decides (`crate::vendor`).
 
-use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 
 use super::alu::sub_flags;
 use super::{mask, system, Decoded, Handler};
@@ -97,13 +97,7 @@ fn string<const OP: u8>(ctx: &mut Ctx<'_>, i: &Decoded) -> ExResult {
                 }
                 LODS => {
                     let v = ctx.read_mem(src_seg, si, esz)?;
-                    let r = match esz {
-                        1 => Register::AL,
-                        2 => Register::AX,
-                        4 => Register::EAX,
-                        _ => Register::RAX,
-                    };
-                    ctx.set_reg(r, v);
+                    ctx.set_reg(super::acc_reg(esz), v);
                     bump(ctx, 6, delta, asz);
                 }
                 CMPS => {
