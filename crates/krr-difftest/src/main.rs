@@ -269,8 +269,12 @@ fn main() -> ExitCode {
     emu.set_decode_cache(a.decode_cache);
     emu.set_full_reset(a.full_reset);
     emu.set_vendor(if seeding.is_some() { Vendor::Amd } else { vendor });
-    let mut target = EmuRunner::new();
-    target.set_vendor(vendor);
+    // Seeding: krr-emu in the target vendor's profile stands in for the report's CPU.
+    let mut target = seeding.as_ref().map(|_| {
+        let mut t = EmuRunner::new();
+        t.set_vendor(vendor);
+        t
+    });
     let mut out = a.write_golden.as_ref().map(|_| {
         let cpu = match &seeding {
             Some((_, first)) => format!("seeded from a report: {}", first.trim_start_matches("# ")),
@@ -307,6 +311,7 @@ fn main() -> ExitCode {
                 // against the AMD profile; with the target profile standing in for that CPU, the
                 // same filter finds those cases (e.g. a fault its KVM emulator re-derived).
                 let emu_amd = emu.run_prefix(c, k);
+                let target = target.as_mut().expect("made when seeding");
                 let unseen = r.is_none().then(|| compare_one(&target.run_prefix(c, k), &emu_amd, &c.code(k)));
                 match (unseen, emu_amd) {
                     (Some(Some(Verdict::HostError(why))), _) => {
