@@ -24,6 +24,13 @@
 #                     kill one command inside L1 after S seconds (default 300)
 #   --deadline S      kill L1 after S seconds in all (default: 120 + the command timeouts); what
 #                     the finished commands wrote is kept
+#   --tcg-threads single|multi
+#                     QEMU's TCG: one host thread per L1 CPU (multi, the default) or one for
+#                     all (single: slower, and L2 guests then stall in timer calibration)
+#   --stall S         take L1 for stopped when it has printed nothing, not even its 5-second
+#                     heartbeat, for S seconds (default 60)
+#   --no-kvm-hold     do not hold a KVM VM in L1 for the session (for measuring what the hold
+#                     is for: L1 patching its own code each time a VM comes and goes)
 #   --krr PATH        the krr binary to run in L1 (default target/release/krr)
 #   --keep            keep the L1 initramfs and disk image in OUT
 #
@@ -39,6 +46,9 @@ SMP=4
 MEM=4G
 CMD_TIMEOUT=300
 DEADLINE=
+STALL=60
+HOLD=1
+TCG_THREADS=multi
 OUT=
 KRR=$ROOT/target/release/krr
 KEEP=0
@@ -61,6 +71,9 @@ while [ $# -gt 0 ]; do
         --mem) MEM=${2:?}; shift ;;
         --command-timeout) CMD_TIMEOUT=${2:?}; shift ;;
         --deadline) DEADLINE=${2:?}; shift ;;
+        --stall) STALL=${2:?}; shift ;;
+        --no-kvm-hold) HOLD=0 ;;
+        --tcg-threads) TCG_THREADS=${2:?}; shift ;;
         --krr) KRR=${2:?}; shift ;;
         --keep) KEEP=1 ;;
         --) shift; COMMANDS=${1:-}; break ;;
@@ -69,6 +82,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+case $TCG_THREADS in single|multi) ;; *) echo "nested-kvm: --tcg-threads $TCG_THREADS: single or multi" >&2; exit 2 ;; esac
 
 # --- The L1 kernel: Debian's distribution kernel, unpacked from its package (cached). ---------
 l1_kernel() {
@@ -186,8 +201,18 @@ i=0
 for w in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done
 [ -b /dev/vda ] || { say "FAILED: no /dev/vda (the output disk)"; poweroff -f; }
 say "kvm ready: \$(dmesg | grep -o -e 'Nested Virtualization enabled' -e 'Nested Paging enabled' | tr '\n' ' ')"
+# KVM flips a static key in L1 each time a VM comes and goes, and L1 patches its text with INT3
+# for it; QEMU's TCG can go on running the stale INT3 (L1 then loops in its INT3 handler with
+# interrupts off). A VM held for the whole session keeps the key still (docs/nested-kvm.md).
+if [ $HOLD = 1 ]; then
+    /bin/krr doctor --hold-kvm > /tmp/hold.log 2>&1 < /dev/null &
+    sleep 1
+    say "kvm hold: \$(kill -0 \$! 2>/dev/null && echo holding || echo "not holding: \$(cat /tmp/hold.log)")"
+fi
 # L1's symbols, in the last slot: the harness names the functions L1's CPUs are in at a hang.
 cat /proc/kallsyms | grep -e ' [tT] ' > /tmp/l1-kallsyms
+# A heartbeat every 5 s: the harness takes a minute without one for L1 having stopped.
+(while sleep 5; do echo "nested-l1-alive \$(up)" > /dev/ttyS0; done) &
 tar cf - -C /tmp l1-kallsyms | dd of=/dev/vda bs=1M seek=\$(($SLOTS * $SLOT_MIB)) conv=notrunc 2>/dev/null
 sync
 while read -r name args; do
@@ -241,7 +266,7 @@ monitor_dump() {
 }
 step "booting L1 (QEMU TCG -cpu max, $SMP CPUs, $MEM; deadline ${DEADLINE}s)"
 MONPORT=$((20000 + RANDOM % 20000))
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$SMP" -m "$MEM" -nographic -no-reboot \
+qemu-system-x86_64 -accel tcg,thread=$TCG_THREADS -cpu max -smp "$SMP" -m "$MEM" -nographic -no-reboot \
     -monitor "tcp:127.0.0.1:$MONPORT,server,nowait" \
     -kernel "$VMLINUZ" -initrd "$WORK/l1.cpio" \
     -append "console=ttyS0 rdinit=/init quiet loglevel=3 panic=-1 nokaslr" \
@@ -250,12 +275,27 @@ qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$SMP" -m "$MEM" -nogra
 QPID=$!
 last=""
 status=running
+lines=0
+heard=$(date +%s)
 while kill -0 "$QPID" 2>/dev/null; do
     sleep 2
     now=$(grep -a '^nested-l1:' "$OUT/console.log" | tail -n 1 || true)
     if [ "$now" != "$last" ]; then
         [ -n "$now" ] && step "${now#nested-l1: }"
         last=$now
+    fi
+    # Everything L1's init prints (its heartbeat too) says it is alive, from boot on (init
+    # speaks within ~15 s); TCG under SVM can stop L1 with every CPU's interrupts off
+    # (docs/nested-kvm.md), and waiting out the deadline then would cost minutes.
+    n=$(grep -ac '^nested-l1' "$OUT/console.log" || true)
+    if [ "$n" != "$lines" ]; then
+        lines=$n
+        heard=$(date +%s)
+    elif [ $(($(date +%s) - heard)) -gt "$STALL" ]; then
+        status=stalled
+        monitor_dump "$OUT/hang.txt"
+        kill -KILL "$QPID" 2>/dev/null || true
+        break
     fi
     if awk -v e="$(elapsed)" -v d="$DEADLINE" 'BEGIN { exit !(e > d) }'; then
         status=deadline
@@ -288,9 +328,11 @@ column -t "$OUT/results.tsv" 2>/dev/null | sed 's/^/    /' || cat "$OUT/results.
 
 fail=$(grep -a '^nested-l1: .*FAILED' "$OUT/console.log" | head -n 1 || true)
 [ -z "$fail" ] || die "L1 could not start: ${fail#*FAILED: }"
-if [ "$status" = deadline ]; then
+if [ "$status" != running ]; then
     cpus=$(tr '\n' ';' < "$OUT/hang.txt.cpus" 2>/dev/null || true)
-    die "L1 did not finish within ${DEADLINE}s; it last said: ${last#nested-l1: }; its CPUs: ${cpus:-unknown} (details: $OUT/hang.txt, $OUT/console.log)"
+    why="did not finish within ${DEADLINE}s"
+    [ "$status" = deadline ] || why="stopped (not even its heartbeat for ${STALL}s)"
+    die "L1 $why; it last said: ${last#nested-l1: }; its CPUs: ${cpus:-unknown} (details: $OUT/hang.txt, $OUT/console.log)"
 fi
 grep -aq '^nested-l1: .*all commands ran' "$OUT/console.log" \
     || die "L1 stopped before running every command; it last said: ${last:-nothing} (console: $OUT/console.log)"

@@ -20,4 +20,4 @@ pub mod recorder;
 pub mod snapshot;
 pub mod vm;
 
-pub use vm::{Accel, ExitReason, RunOutcome, VmConfig};
+pub use vm::{Accel, ExitReason, RunOutcome, VcpuPlace, VmConfig};

@@ -137,6 +137,27 @@ pub struct RunOutcome {
     pub profile: Option<crate::emu::Profile>,
     /// Wall time from the kernel's `Run /init` line to the end (the workload's part of a run).
     pub after_init: Option<Duration>,
+    /// Where each vCPU stood when a run that did not end by itself (timeout, interrupt) was
+    /// stopped: what a kernel developer asks first about a hang. Empty otherwise.
+    pub vcpus_at_end: Vec<VcpuPlace>,
+}
+
+/// Where one vCPU stood when the VM was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuPlace {
+    pub vcpu: u32,
+    pub rip: u64,
+    /// Privilege level (0: kernel, 3: user).
+    pub ring: u8,
+    /// RFLAGS.IF.
+    pub interrupts_on: bool,
+    /// Waiting in HLT (or, for an AP, never started).
+    pub halted: bool,
+}
+
+/// Whether `reason` is one the caller stopped (and so asks where the vCPUs were).
+fn stopped_from_outside(reason: &Result<ExitReason, VmError>) -> bool {
+    matches!(reason, Ok(ExitReason::Timeout | ExitReason::Interrupted))
 }
 
 /// Errors that stop a run before it ends on its own.
@@ -560,6 +581,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         let _ = rec.drain(&|gpa, buf| vm.memory().read(gpa, buf));
         let _ = rec.console(&console);
     }
+    let vcpus_at_end = if stopped_from_outside(&result) { vm.vcpu_places() } else { Vec::new() };
     let sealed = seal(recorder, result.as_ref().ok());
     let reason = result?;
     let record = sealed?;
@@ -576,6 +598,7 @@ fn run_emu(cfg: &VmConfig, accel_why: String, resume: Option<Resume>) -> Result<
         instructions_before_record,
         profile: vm.profile.take(),
         after_init: console.init_time().map(|t| t.elapsed()),
+        vcpus_at_end,
     })
 }
 
@@ -757,6 +780,7 @@ fn run_kvm(
         let _ = rec.drain(&|gpa, buf| ram.read(gpa, buf));
         let _ = rec.console(&console);
     }
+    let vcpus_at_end = if stopped_from_outside(&result) { stopped.vcpu_places() } else { Vec::new() };
     let sealed = seal(recorder, result.as_ref().ok());
     let mut reason = result?;
     let record = sealed?;
@@ -783,6 +807,7 @@ fn run_kvm(
         instructions_before_record: 0,
         profile: None,
         after_init: console.init_time().map(|t| t.elapsed()),
+        vcpus_at_end,
     })
 }
 

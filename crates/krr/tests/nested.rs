@@ -52,27 +52,40 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs the harness on `list` (plus `krr doctor`) into `out`. Returns whether L1 ran every
-/// command; a hang or crash of L1 is reported by the harness in one line and the results of
-/// the commands that finished are kept.
-fn run_harness(out: &Path, list: &[(String, u32, String)], doctor: bool) -> bool {
+/// The command line of one list entry: `krr doctor` for the pseudo-workload "doctor", else a
+/// kvm recording.
+fn command(name: &str, smp: u32, w: &str) -> String {
+    if w == "doctor" {
+        format!("{name} doctor\n")
+    } else {
+        format!("{name} record -o @TRACE --accel kvm --smp {smp} --timeout 150 -- /bin/{w}\n")
+    }
+}
+
+/// Runs the harness on `list` into `out`. Returns whether L1 ran every command; a hang or
+/// crash of L1 is reported by the harness in one line and the results of the commands that
+/// finished are kept.
+fn run_harness(out: &Path, list: &[(String, u32, String)]) -> bool {
     let cmds = out.with_extension("commands");
-    let mut s = String::new();
-    if doctor {
-        s.push_str("doctor doctor\n");
-    }
-    for (name, smp, w) in list {
-        s.push_str(&format!("{name} record -o @TRACE --accel kvm --smp {smp} --timeout 150 -- /bin/{w}\n"));
-    }
+    let s: String = list.iter().map(|(n, smp, w)| command(n, *smp, w)).collect();
     std::fs::write(&cmds, s).unwrap();
-    // A recording takes 9-28 s in L1: 45 s each on average bounds a hang (CI pays it up to
-    // three times).
-    let deadline = 90 + 45 * (list.len() + 1);
+    // A recording takes 9-28 s in L1; the harness takes L1 for stopped after 60 s without its
+    // heartbeat, and the deadline bounds the rest (CI pays it up to three times).
+    let deadline = 90 + 45 * list.len();
     let krr = env!("CARGO_BIN_EXE_krr");
     let status = Command::new(repo().join("scripts/nested-kvm.sh"))
         .arg("-o")
         .arg(out)
-        .args(["--command-timeout", "200", "--deadline", &deadline.to_string(), "--krr", krr])
+        .args([
+            "--command-timeout",
+            "200",
+            "--stall",
+            "60",
+            "--deadline",
+            &deadline.to_string(),
+            "--krr",
+            krr,
+        ])
         .arg(&cmds)
         .env("KRR_GUEST_DIR", common::guest_dir())
         .status()
@@ -95,11 +108,10 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
         Ok("full") => full(),
         _ => CI.iter().map(|(n, s, w)| (n.to_string(), *s, w.to_string())).collect(),
     };
+    let list: Vec<_> = std::iter::once(("doctor".to_string(), 1, "doctor".to_string())).chain(list).collect();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nested");
-    let mut done = run_harness(&out, &list, true);
-    let doctor = std::fs::read_to_string(out.join("doctor.log")).unwrap_or_default();
-    assert!(doctor.contains("SYSCALL enters ring 0:    yes"), "krr doctor in L1: {doctor}");
+    let mut done = run_harness(&out, &list);
     // L1 itself can stop (QEMU's TCG under SVM; docs/nested-kvm.md): what did not finish runs
     // again in a fresh L1, twice at most, and is a failure if it never finishes.
     let mut outs: Vec<(String, PathBuf)> = list.iter().map(|(n, _, _)| (n.clone(), out.clone())).collect();
@@ -115,7 +127,7 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
             .collect();
         eprintln!("nested: L1 did not finish; running {} commands again in a fresh L1", rest.len());
         let again = tmp.path().join(format!("nested-again{attempt}"));
-        done = run_harness(&again, &rest, false);
+        done = run_harness(&again, &rest);
         for (n, o) in outs.iter_mut() {
             if rest.iter().any(|(r, _, _)| r == n) {
                 *o = again.clone();
@@ -130,7 +142,17 @@ fn kvm_recordings_made_on_a_real_kvm_replay() {
             continue;
         };
         if code != "0" {
-            failures.push(format!("{name}: recording in L1 exited {code}: {}", log.trim_end()));
+            failures.push(format!("{name}: krr in L1 exited {code}: {}", log.trim_end()));
+            continue;
+        }
+        if w == "doctor" {
+            if !log.contains("SYSCALL enters ring 0:    yes")
+                || !log.contains("KVM runs a Linux guest:          yes")
+            {
+                failures.push(format!(
+                    "{name}: krr doctor in L1 does not find a KVM that runs user space: {log}"
+                ));
+            }
             continue;
         }
         let trace = out.join(name);

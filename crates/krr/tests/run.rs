@@ -142,3 +142,40 @@ fn snapshot_resumes_exactly_where_the_boot_stopped() {
     assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
     assert!(bad.stderr.contains("corrupt snapshot"), "{}", bad.stderr);
 }
+
+/// A run stopped by its timeout says where each vCPU was, by kernel function name.
+#[test]
+fn a_timeout_says_where_every_vcpu_was() {
+    let out = Command::new(env!("CARGO_BIN_EXE_krr"))
+        .arg("run")
+        .arg("--quiet")
+        .args(kernel_args())
+        .args([
+            "--accel",
+            "emu",
+            "--smp",
+            "2",
+            "--timeout",
+            "3",
+            "--",
+            "/bin/sh",
+            "-c",
+            "while :; do :; done",
+        ])
+        .output()
+        .expect("run krr");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    let line = stderr.lines().find_map(|l| l.strip_prefix("krr run: where the vCPUs were: ")).expect(&stderr);
+    let places: Vec<&str> = line.split("; ").collect();
+    assert_eq!(places.len(), 2, "{line}");
+    for (i, p) in places.iter().enumerate() {
+        assert!(p.starts_with(&format!("vCPU {i} ")), "{line}");
+        if let Some(rest) = p.split(" in the kernel at ").nth(1) {
+            // A kernel RIP is inside a function of the guest's vmlinux: named, with an offset.
+            assert!(rest.contains('+'), "a kernel place without a function name: {line}");
+        } else {
+            assert!(p.contains(" in user space at 0x"), "{line}");
+        }
+    }
+}

@@ -728,6 +728,22 @@ impl EmuVm {
     }
 
     /// The CPUID table each vCPU sees (for the trace header).
+    /// Where each vCPU stands.
+    pub fn vcpu_places(&self) -> Vec<crate::vm::VcpuPlace> {
+        self.cpus
+            .iter()
+            .zip(&self.state)
+            .enumerate()
+            .map(|(i, (c, st))| crate::vm::VcpuPlace {
+                vcpu: i as u32,
+                rip: c.rip,
+                ring: c.cpl(),
+                interrupts_on: c.rflags & (1 << 9) != 0,
+                halted: c.halted || *st != RunState::Running,
+            })
+            .collect()
+    }
+
     pub fn cpuid_tables(&self) -> Vec<krr_trace::CpuidTable> {
         const LEAVES: [(u32, u32); 8] = [
             (0, 0),

@@ -98,6 +98,27 @@ impl StoppedVm {
         state::capture(&self.vm, &self.vcpus)
     }
 
+    /// Where each vCPU stands (registers KVM gives; a vCPU whose state cannot be read is left
+    /// out).
+    pub fn vcpu_places(&self) -> Vec<crate::vm::VcpuPlace> {
+        self.vcpus
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let regs = v.get_regs().ok()?;
+                let sregs = v.get_sregs().ok()?;
+                let mp = v.get_mp_state().ok()?;
+                Some(crate::vm::VcpuPlace {
+                    vcpu: i as u32,
+                    rip: regs.rip,
+                    ring: sregs.cs.dpl,
+                    interrupts_on: regs.rflags & (1 << 9) != 0,
+                    halted: mp.mp_state != kvm_bindings::KVM_MP_STATE_RUNNABLE,
+                })
+            })
+            .collect()
+    }
+
     /// Run the vCPUs again where they stopped (see [`KvmVm::start`]).
     pub fn resume(
         self,
@@ -333,8 +354,14 @@ impl std::fmt::Debug for RunningVm {
 impl RunningVm {
     /// Kick every vCPU out of KVM_RUN (the caller has set the stop flag) and wait for them.
     pub fn stop(self) -> StoppedVm {
+        // A signal that lands between a thread's look at the stop flag and its KVM_RUN is lost,
+        // and an idle guest (tickless, every vCPU in HLT) may never exit on its own: kick until
+        // each thread has ended.
         for h in &self.handles {
-            kick::kick(h);
+            while !h.is_finished() {
+                kick::kick(h);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         let mut vcpus = Vec::new();
         for h in self.handles {
@@ -478,6 +505,29 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), KvmError> {
         }
     }
     vcpu.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))
+}
+
+/// A VM with KVM's in-kernel local APIC and one vCPU that never runs, kept until dropped.
+///
+/// Each KVM VM that comes and goes flips the host kernel's "some local APIC is software
+/// disabled" static key twice (KVM counts vCPUs whose APIC is still in its reset state), and
+/// each flip makes the host patch its own text with INT3. While this VM lives, the count never
+/// drops to zero and the host's code stays as it is. The nested harness holds one in L1:
+/// QEMU's TCG can keep running stale code after such a patch (docs/nested-kvm.md).
+#[derive(Debug)]
+pub struct ApicKeyHold {
+    _vcpu: VcpuFd,
+    _vm: VmFd,
+}
+
+impl ApicKeyHold {
+    pub fn new() -> Result<Self, KvmError> {
+        let kvm = open_kvm()?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        Ok(ApicKeyHold { _vcpu: vcpu, _vm: vm })
+    }
 }
 
 /// Kicking vCPU threads out of KVM_RUN: a no-op handler for a real-time signal, so the signal

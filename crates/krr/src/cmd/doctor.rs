@@ -7,7 +7,12 @@ use std::time::Instant;
 /// reaches ring 0, whether KVM_SET_CPUID2 is honoured, the guest PMU, and krr-emu's speed; then
 /// say which backend `--accel auto` picks.
 #[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Testing aid for the nested harness: hold a never-running KVM VM until killed, so KVM
+    /// does not make L1 patch its own code each time a VM comes and goes (docs/nested-kvm.md).
+    #[arg(long, hide = true)]
+    pub hold_kvm: bool,
+}
 
 fn yes(b: bool) -> &'static str {
     if b {
@@ -17,7 +22,14 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-pub fn run(_args: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    if args.hold_kvm {
+        let _hold = krr_vmm::kvm::ApicKeyHold::new()?;
+        eprintln!("krr doctor: holding a KVM VM until killed");
+        loop {
+            std::thread::park();
+        }
+    }
     let t = Instant::now();
     let kvm_path = std::env::var("KRR_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into());
     println!("{:<33}{}", format!("{kvm_path} present:"), yes(std::path::Path::new(&kvm_path).exists()));

@@ -28,3 +28,66 @@ pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     }
     Ok(FLAG.get_or_init(|| flag).clone())
 }
+
+/// After a timeout or Ctrl-C: one line saying where each vCPU was, with the guest kernel's
+/// function names (a hung workload's first question). Nothing when the run ended by itself.
+pub fn print_vcpus_at_end(who: &str, out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path) {
+    if out.vcpus_at_end.is_empty() {
+        return;
+    }
+    let mut syms = krr_vmm::boot::function_symbols(vmlinux).unwrap_or_default();
+    syms.sort_by_key(|s| s.addr);
+    let places: Vec<String> = out.vcpus_at_end.iter().map(|p| describe_place(p, &syms)).collect();
+    eprintln!("krr {who}: where the vCPUs were: {}", places.join("; "));
+}
+
+fn describe_place(p: &krr_vmm::VcpuPlace, syms: &[krr_vmm::boot::FunctionSymbol]) -> String {
+    let state = if p.halted { "halted" } else { "running" };
+    let irq = if p.interrupts_on { "IF=1" } else { "IF=0" };
+    if p.ring == 3 {
+        return format!("vCPU {} {state} in user space at {:#x} ({irq})", p.vcpu, p.rip);
+    }
+    let at = syms.partition_point(|s| s.addr <= p.rip);
+    let name = at
+        .checked_sub(1)
+        .map(|i| &syms[i])
+        .filter(|s| s.size == 0 || p.rip < s.addr + s.size)
+        .map(|s| format!(" {}+{:#x}", s.name, p.rip - s.addr))
+        .unwrap_or_default();
+    format!("vCPU {} {state} in the kernel at {:#x}{name} ({irq})", p.vcpu, p.rip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_place_is_named_by_the_function_it_is_in() {
+        let syms = vec![
+            krr_vmm::boot::FunctionSymbol {
+                name: "default_idle".into(),
+                addr: 0xffff_ffff_8100_0000,
+                size: 0x20,
+            },
+            krr_vmm::boot::FunctionSymbol {
+                name: "schedule".into(),
+                addr: 0xffff_ffff_8100_0100,
+                size: 0x80,
+            },
+        ];
+        let p = |rip, ring, halted| krr_vmm::VcpuPlace { vcpu: 1, rip, ring, interrupts_on: true, halted };
+        assert_eq!(
+            describe_place(&p(0xffff_ffff_8100_0005, 0, true), &syms),
+            "vCPU 1 halted in the kernel at 0xffffffff81000005 default_idle+0x5 (IF=1)"
+        );
+        // Between two functions: the address alone.
+        assert_eq!(
+            describe_place(&p(0xffff_ffff_8100_0050, 0, false), &syms),
+            "vCPU 1 running in the kernel at 0xffffffff81000050 (IF=1)"
+        );
+        assert_eq!(
+            describe_place(&p(0x40_1000, 3, false), &syms),
+            "vCPU 1 running in user space at 0x401000 (IF=1)"
+        );
+    }
+}

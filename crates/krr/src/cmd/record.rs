@@ -148,6 +148,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             rec.unfinished_inputs
         );
     }
+    super::print_vcpus_at_end("record", &out, &cfg.vmlinux);
     Ok(match out.reason {
         ExitReason::Exited(code) => {
             eprintln!("krr record: workload exited with status {code}");

@@ -146,6 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|d| format!(", snapshot restored in {:.0} ms", d.as_secs_f64() * 1e3))
         .unwrap_or_default();
     let how = format!("accel {} ({}), {secs:.1} s{init}{restored}{insns}", out.accel.name(), out.accel_why);
+    super::print_vcpus_at_end("run", &out, &cfg.vmlinux);
     Ok(match out.reason {
         ExitReason::Exited(code) => {
             eprintln!("krr run: workload exited with status {code}; {how}");
