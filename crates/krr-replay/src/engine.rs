@@ -744,6 +744,14 @@ impl<'a> Replayer<'a> {
 
     /// The halted vCPU resumes: the next event must be the interrupt that woke it here.
     fn wake(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
+        if let Some(&Event::Interrupt { regs, vcpu, .. }) = log.peek() {
+            if vcpu == log.vcpu && regs.rip + 1 == self.cpu.rip && self.byte_at(regs.rip) == Some(0xf4) {
+                // The recorded CPU took it on the HLT itself, in the shadow of the STI before
+                // it (KVM can): the HLT had not run. Replay ran it when another vCPU's events
+                // came first; HLT changes nothing else, so stand on it again and deliver.
+                self.cpu.rip = regs.rip;
+            }
+        }
         match log.peek().cloned() {
             Some(Event::Interrupt { vector, regs, vcpu, .. })
                 if regs.rip == self.cpu.rip && vcpu == log.vcpu =>
@@ -841,6 +849,12 @@ impl<'a> Replayer<'a> {
     fn krr_pos(&self) -> u64 {
         let at = self.cpu.segment(SegReg::Gs).base.wrapping_add(self.hooks.krr_pos);
         self.read_virt_u64(at).unwrap_or(u64::MAX)
+    }
+
+    fn byte_at(&self, va: u64) -> Option<u8> {
+        let pa = virt_to_phys(&self.mem, self.cpu.cr3, va)?;
+        let mut b = [0u8; 1];
+        self.mem.read(pa, &mut b).then_some(b[0])
     }
 
     fn read_virt_u64(&self, va: u64) -> Option<u64> {
@@ -1472,6 +1486,37 @@ mod tests {
         assert_eq!(log.pending, Some(0x30));
         assert!(!r.cpu.interrupt_shadow, "delivered at the logged instruction, not after it");
         assert_eq!(r.cpu.rip, CODE + 1);
+    }
+
+    /// `sti; hlt` with the interrupt logged on the HLT (in the STI shadow, before HLT ran):
+    /// when replay has already halted there (another vCPU's events came first), waking it
+    /// delivers the interrupt on the HLT, as recorded, not after it.
+    #[test]
+    fn an_interrupt_logged_on_a_hlt_in_the_sti_shadow_wakes_it_there() {
+        let (mut cpu, mem) = machine(&[0xfb, 0xf4, 0x90]);
+        let mut plat = krr_emu::SimplePlatform::new();
+        let mut m = FlatMemory::clone(&mem);
+        cpu.step(&mut m, &mut plat).unwrap();
+        let regs = regs_of(&cpu);
+        assert_eq!(regs.rip, CODE + 1);
+        cpu.step(&mut m, &mut plat).unwrap();
+        assert!(cpu.halted && cpu.rip == CODE + 2, "HLT ran");
+        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
+        let mut log = Log::new(&events, Rc::new(Cell::new(0)));
+        r.wake(&mut log).unwrap();
+        assert_eq!(log.pending, Some(0x30));
+        assert_eq!(r.cpu.rip, CODE + 1, "the interrupt's frame will point at the HLT");
+        // Logged after the HLT (the usual wake-up): RIP stays.
+        let (mut cpu, mem) = machine(&[0xfb, 0xf4, 0x90]);
+        let mut m = FlatMemory::clone(&mem);
+        cpu.step(&mut m, &mut plat).unwrap();
+        cpu.step(&mut m, &mut plat).unwrap();
+        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs: regs_of(&cpu) }];
+        let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
+        let mut log = Log::new(&events, Rc::new(Cell::new(0)));
+        r.wake(&mut log).unwrap();
+        assert_eq!(r.cpu.rip, CODE + 2);
     }
 
     /// An interrupt logged at the first instruction of an agent hook is delivered first; the
