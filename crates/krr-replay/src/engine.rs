@@ -88,6 +88,9 @@ struct Log<'a> {
     vcpu: u32,
     /// The trace has more than one vCPU (messages name them).
     multi: bool,
+    /// An input was asked for after the log's last event where [`Log::ends_here`]: the run
+    /// stops, and that is the end of the replay, not a divergence.
+    over: bool,
     /// COM1's divisor latch is selected: a write to THR sets the baud rate, it is not output.
     dlab: bool,
 }
@@ -106,8 +109,19 @@ impl<'a> Log<'a> {
             panicked: false,
             vcpu: 0,
             multi: false,
+            over: false,
             dlab: false,
         }
+    }
+
+    /// Whether only the end is left and the recording may have stopped the running vCPU
+    /// anywhere: stopped from outside (time limit, Ctrl-C), or one of several vCPUs (when one
+    /// ends the recording, KVM's other vCPUs are stopped wherever they were, in the middle of
+    /// an interrupt handler, say). Such a vCPU asking for more is the end of the replay.
+    fn ends_here(&mut self) -> bool {
+        use krr_trace::EndReason::{Interrupted, Stopped};
+        let multi = self.multi;
+        matches!(self.peek(), Some(Event::End { reason, .. }) if multi || matches!(reason, Stopped | Interrupted))
     }
 
     /// Index of the next event [`Log::peek`] returns.
@@ -217,9 +231,14 @@ impl<'a> Log<'a> {
     /// The next event must be an input of `kind`; `check` says whether it is the one asked for.
     fn input(&mut self, asked: &str, check: impl Fn(&Event) -> bool) -> Result<Event, PlatformStop> {
         let me = self.vcpu;
+        let ends_here = self.ends_here();
         match self.peek() {
             Some(e) if e.vcpu() == me && check(e) => {
                 Ok(self.take().unwrap_or(Event::End { vcpu: 0, reason: krr_trace::EndReason::Stopped }))
+            }
+            _ if ends_here => {
+                self.over = true;
+                Err(PlatformStop::new(format!("the recording ended before this {asked}")))
             }
             _ => {
                 let exp = self.expected();
@@ -799,6 +818,8 @@ impl<'a> Replayer<'a> {
                 }
                 Ok(RunExit::Limit)
             }
+            // An input asked for after the last event of a vCPU the recording stopped anywhere.
+            Err(EmuError::Platform(_)) if log.over => Ok(RunExit::Limit),
             Err(EmuError::Platform(_)) => {
                 let msg = log.divergence.take().unwrap_or_else(|| "the platform stopped".into());
                 Err(self.divergence(log, msg))
@@ -1115,11 +1136,10 @@ impl<'a> Replayer<'a> {
 
     /// The agent was called: check the call against the log and do the replay side of it.
     fn hook(&mut self, h: Hook, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
-        // A recording stopped from outside (time limit, Ctrl-C) ends wherever the kernel was:
-        // reaching the agent again after the last event is the end of the replay, not a
-        // divergence (the run loop takes the end event next).
-        use krr_trace::EndReason::{Interrupted, Stopped};
-        if matches!(log.peek(), Some(Event::End { reason: Stopped | Interrupted, .. })) {
+        // A recording that stopped this vCPU wherever it was (see `Log::ends_here`): reaching
+        // the agent again after the last event is the end of the replay, not a divergence (the
+        // run loop takes the end event next).
+        if log.ends_here() {
             return Ok(());
         }
         let mismatch = |s: &Self, log: &mut Log<'_>, what: &str| {
@@ -1517,6 +1537,26 @@ mod tests {
         let mut log = Log::new(&events, Rc::new(Cell::new(0)));
         r.wake(&mut log).unwrap();
         assert_eq!(r.cpu.rip, CODE + 2);
+    }
+
+    /// A vCPU of a multi-core recording that reaches the agent after the log's last event
+    /// (KVM stopped it mid-handler when another vCPU powered the machine off) ends the replay;
+    /// one vCPU of a one-vCPU recording that powered off may not ask for more.
+    #[test]
+    fn after_the_last_event_a_multi_core_vcpu_may_stop_anywhere() {
+        let end = [Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff }];
+        for multi in [true, false] {
+            let (cpu, mem) = machine(&[0x90, 0xf4]);
+            let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::Rdtsc);
+            let mut r = Replayer::new(vec![cpu], mem, hooks, &end);
+            let mut log = Log::new(&end, Rc::new(Cell::new(0)));
+            log.multi = multi;
+            assert_eq!(r.boundary(&mut log).is_ok(), multi, "multi-core: {multi}");
+            // An input the platform serves (a port read) likewise.
+            assert!(log.input("IN 0x3fd", |e| matches!(e, Event::PortRead { .. })).is_err());
+            assert_eq!(log.over, multi);
+            assert_eq!(log.divergence.is_some(), !multi);
+        }
     }
 
     /// An interrupt logged at the first instruction of an agent hook is delivered first; the
