@@ -846,7 +846,28 @@ impl<'a> Replayer<'a> {
         if let Some(h) = self.hooks.at(self.cpu.rip) {
             self.hook(h, log)?;
         }
+        self.accessed_dirty_ahead(log);
         Ok(())
+    }
+
+    /// The hardware sets accessed and dirty bits in user PTEs while user code runs, which
+    /// replay does not run; the log's user-PTE reads say what the kernel found. When the
+    /// running vCPU's next event is one, put those bits in memory now, before the kernel loads
+    /// the PTE: it may keep the raw value in a register besides the one it hands the agent
+    /// (kvm smp-mix at four vCPUs: `copy_present_pte` kept it in R12 across the hook).
+    fn accessed_dirty_ahead(&mut self, log: &mut Log<'_>) {
+        const ACCESSED_DIRTY: u64 = 0x60;
+        let Some(&Event::PteRead { vcpu, addr, value }) = log.peek() else { return };
+        let Some(pa) = addr.checked_sub(PAGE_OFFSET) else { return };
+        let mut cur = [0u8; 8];
+        if vcpu != log.vcpu || !self.mem.read(pa, &mut cur) {
+            return;
+        }
+        let cur = u64::from_le_bytes(cur);
+        // Only bits the hardware adds: the logged value is the one in memory plus A/D.
+        if cur != value && cur & !value == 0 && (value & !cur) & !ACCESSED_DIRTY == 0 {
+            self.mem.write(pa, &value.to_le_bytes());
+        }
     }
 
     /// CRC-32 over the GPRs, RIP, RFLAGS, CR3 and every page of RAM.
@@ -870,6 +891,28 @@ impl<'a> Replayer<'a> {
     fn krr_pos(&self) -> u64 {
         let at = self.cpu.segment(SegReg::Gs).base.wrapping_add(self.hooks.krr_pos);
         self.read_virt_u64(at).unwrap_or(u64::MAX)
+    }
+
+    /// An interrupt logged at the entry of the agent's user-PTE hook: the value the kernel
+    /// passes (RSI) may lack accessed/dirty bits that the recording's hardware had set in the
+    /// PTE (user code on another vCPU, which replay does not run). The hook would put them in
+    /// memory and RSI; the interrupt came first, so do it now, as it happened there.
+    fn pte_bits_before_the_hook(&mut self, regs: &Regs) {
+        const RSI: usize = 6;
+        const RDI: usize = 7;
+        const ACCESSED_DIRTY: u64 = 0x60;
+        let (mine, logged) = (self.cpu.gpr[RSI], regs.gpr[RSI]);
+        let others_equal = (0..16).all(|i| i == RSI || self.cpu.gpr[i] == regs.gpr[i]);
+        if mine == logged || (mine ^ logged) & !ACCESSED_DIRTY != 0 || !others_equal {
+            return;
+        }
+        if let Some(pa) = self.cpu.gpr[RDI].checked_sub(PAGE_OFFSET) {
+            let mut cur = [0u8; 8];
+            if self.mem.read(pa, &mut cur) && u64::from_le_bytes(cur) == mine {
+                self.mem.write(pa, &logged.to_le_bytes());
+            }
+        }
+        self.cpu.gpr[RSI] = logged;
     }
 
     fn byte_at(&self, va: u64) -> Option<u8> {
@@ -963,6 +1006,9 @@ impl<'a> Replayer<'a> {
                 log,
                 format!("the position counter passed the interrupt's position: krr_pos {now} > {pos} at RIP {:#x}", regs.rip),
             ));
+        }
+        if self.hooks.at(self.cpu.rip) == Some(Hook::PteRead) {
+            self.pte_bits_before_the_hook(&regs);
         }
         if self.cpu.gpr != regs.gpr {
             const RCX: usize = 1;
@@ -1556,6 +1602,50 @@ mod tests {
             assert!(log.input("IN 0x3fd", |e| matches!(e, Event::PortRead { .. })).is_err());
             assert_eq!(log.over, multi);
             assert_eq!(log.divergence.is_some(), !multi);
+        }
+    }
+
+    /// A user PTE whose accessed bit the recording's hardware had set: an interrupt logged at
+    /// the agent's PTE hook entry finds RSI without it; replay puts it in RSI and memory first.
+    #[test]
+    fn an_interrupt_at_the_pte_hook_sees_the_hardware_accessed_bit() {
+        let (mut cpu, mut mem) = machine(&[0x90, 0xf4]);
+        let (raw, seen) = (0x8000_0000_019f_d045u64, 0x8000_0000_019f_d065u64);
+        assert!(mem.write(DATA, &raw.to_le_bytes()));
+        cpu.gpr[7] = PAGE_OFFSET + DATA;
+        cpu.gpr[6] = raw;
+        let mut regs = regs_of(&cpu);
+        regs.gpr[6] = seen;
+        let events = [Event::Interrupt { vcpu: 0, vector: 0xec, pos: 7, regs }];
+        let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::PteRead);
+        let mut r = Replayer::new(vec![cpu], mem, hooks, &events);
+        let mut log = Log::new(&events, Rc::new(Cell::new(CODE)));
+        r.at_interrupt_point(&mut log).unwrap();
+        assert_eq!(log.pending, Some(0xec), "delivered: the GPRs agree once RSI has the bit");
+        assert_eq!(r.cpu.gpr[6], seen);
+        let mut b = [0u8; 8];
+        assert!(r.mem.read(DATA, &mut b));
+        assert_eq!(u64::from_le_bytes(b), seen);
+    }
+
+    /// The next event is a user-PTE read: its accessed/dirty bits go to memory before the
+    /// kernel loads the PTE; any other difference is left for the hook to report.
+    #[test]
+    fn accessed_and_dirty_bits_are_in_memory_before_the_kernel_reads_the_pte() {
+        for (raw, logged, expect) in [
+            (0x8000_0000_0fad_4005u64, 0x8000_0000_0fad_4065u64, 0x8000_0000_0fad_4065u64),
+            (0x8000_0000_0fad_4005, 0x8000_0000_0fad_4007, 0x8000_0000_0fad_4005),
+            (0x8000_0000_0fad_4065, 0x8000_0000_0fad_4025, 0x8000_0000_0fad_4065),
+        ] {
+            let (cpu, mut mem) = machine(&[0x90, 0xf4]);
+            assert!(mem.write(DATA, &raw.to_le_bytes()));
+            let events = [Event::PteRead { vcpu: 0, addr: PAGE_OFFSET + DATA, value: logged }];
+            let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
+            let mut log = Log::new(&events, Rc::new(Cell::new(0)));
+            r.accessed_dirty_ahead(&mut log);
+            let mut b = [0u8; 8];
+            assert!(r.mem.read(DATA, &mut b));
+            assert_eq!(u64::from_le_bytes(b), expect, "{raw:#x} -> logged {logged:#x}");
         }
     }
 
