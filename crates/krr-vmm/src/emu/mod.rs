@@ -727,7 +727,6 @@ impl EmuVm {
         &self.mem
     }
 
-    /// The CPUID table each vCPU sees (for the trace header).
     /// Where each vCPU stands.
     pub fn vcpu_places(&self) -> Vec<crate::vm::VcpuPlace> {
         self.cpus
@@ -744,6 +743,7 @@ impl EmuVm {
             .collect()
     }
 
+    /// The CPUID table each vCPU sees (for the trace header).
     pub fn cpuid_tables(&self) -> Vec<krr_trace::CpuidTable> {
         const LEAVES: [(u32, u32); 8] = [
             (0, 0),
