@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The CI list: every one-vCPU workload, five multi-core ones at two vCPUs and smp-mix at
-/// four (about five minutes). smp-mix at two vCPUs is left to scripts/nested-suite.sh: one of
+/// four (about four minutes). smp-mix at two vCPUs is left to scripts/nested-suite.sh: one of
 /// its kvm recordings in session 6 diverged ("user read ended but never began", vCPU 1) for a
 /// reason not found yet (docs/nested-kvm.md), and CI must measure the rest reliably.
 fn ci() -> Vec<(String, u32, String)> {
