@@ -37,6 +37,8 @@ const COM1_LCR: u16 = 0x3fb;
 const LCR_DLAB: u32 = 0x80;
 use krr_vmm::recorder::{CTRL_PANIC, PORT_CTRL};
 const PAGE_USER: u64 = 1 << 2;
+/// The PTE bits the hardware sets by itself (accessed, dirty).
+const PAGE_ACCESSED_DIRTY: u64 = 0x60;
 /// Offset of `cs` in the kernel's `struct pt_regs`.
 const PT_REGS_CS: u64 = 17 * 8;
 /// The kernel's direct map of physical memory (x86-64, 4-level paging, no KASLR).
@@ -764,7 +766,7 @@ impl<'a> Replayer<'a> {
     /// The halted vCPU resumes: the next event must be the interrupt that woke it here.
     fn wake(&mut self, log: &mut Log<'_>) -> Result<(), Box<Divergence>> {
         if let Some(&Event::Interrupt { regs, vcpu, .. }) = log.peek() {
-            if vcpu == log.vcpu && regs.rip + 1 == self.cpu.rip && self.byte_at(regs.rip) == Some(0xf4) {
+            if vcpu == log.vcpu && regs.rip + 1 == self.cpu.rip && self.read_virt(regs.rip) == Some([0xf4]) {
                 // The recorded CPU took it on the HLT itself, in the shadow of the STI before
                 // it (KVM can): the HLT had not run. Replay ran it when another vCPU's events
                 // came first; HLT changes nothing else, so stand on it again and deliver.
@@ -856,17 +858,14 @@ impl<'a> Replayer<'a> {
     /// the PTE: it may keep the raw value in a register besides the one it hands the agent
     /// (kvm smp-mix at four vCPUs: `copy_present_pte` kept it in R12 across the hook).
     fn accessed_dirty_ahead(&mut self, log: &mut Log<'_>) {
-        const ACCESSED_DIRTY: u64 = 0x60;
         let Some(&Event::PteRead { vcpu, addr, value }) = log.peek() else { return };
-        let Some(pa) = addr.checked_sub(PAGE_OFFSET) else { return };
-        let mut cur = [0u8; 8];
-        if vcpu != log.vcpu || !self.mem.read(pa, &mut cur) {
+        if vcpu != log.vcpu {
             return;
         }
-        let cur = u64::from_le_bytes(cur);
+        let Some(cur) = self.direct_u64(addr) else { return };
         // Only bits the hardware adds: the logged value is the one in memory plus A/D.
-        if cur != value && cur & !value == 0 && (value & !cur) & !ACCESSED_DIRTY == 0 {
-            self.mem.write(pa, &value.to_le_bytes());
+        if cur & !value == 0 && (value & !cur) & !PAGE_ACCESSED_DIRTY == 0 {
+            self.replace_pte(addr, cur, value);
         }
     }
 
@@ -900,31 +899,37 @@ impl<'a> Replayer<'a> {
     fn pte_bits_before_the_hook(&mut self, regs: &Regs) {
         const RSI: usize = 6;
         const RDI: usize = 7;
-        const ACCESSED_DIRTY: u64 = 0x60;
         let (mine, logged) = (self.cpu.gpr[RSI], regs.gpr[RSI]);
         let others_equal = (0..16).all(|i| i == RSI || self.cpu.gpr[i] == regs.gpr[i]);
-        if mine == logged || (mine ^ logged) & !ACCESSED_DIRTY != 0 || !others_equal {
+        if mine == logged || (mine ^ logged) & !PAGE_ACCESSED_DIRTY != 0 || !others_equal {
             return;
         }
-        if let Some(pa) = self.cpu.gpr[RDI].checked_sub(PAGE_OFFSET) {
-            let mut cur = [0u8; 8];
-            if self.mem.read(pa, &mut cur) && u64::from_le_bytes(cur) == mine {
-                self.mem.write(pa, &logged.to_le_bytes());
-            }
-        }
+        self.replace_pte(self.cpu.gpr[RDI], mine, logged);
         self.cpu.gpr[RSI] = logged;
     }
 
-    fn byte_at(&self, va: u64) -> Option<u8> {
+    /// The u64 at a kernel direct-map address (a PTE the agent names).
+    fn direct_u64(&self, va: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.mem.read(va.checked_sub(PAGE_OFFSET)?, &mut b).then_some(u64::from_le_bytes(b))
+    }
+
+    /// Put `new` in the PTE at direct-map address `ptep` if it still holds `old` (the value the
+    /// kernel read): what the hardware had made of it in the recording.
+    fn replace_pte(&mut self, ptep: u64, old: u64, new: u64) {
+        if old != new && self.direct_u64(ptep) == Some(old) {
+            self.mem.write(ptep - PAGE_OFFSET, &new.to_le_bytes());
+        }
+    }
+
+    fn read_virt<const N: usize>(&self, va: u64) -> Option<[u8; N]> {
         let pa = virt_to_phys(&self.mem, self.cpu.cr3, va)?;
-        let mut b = [0u8; 1];
-        self.mem.read(pa, &mut b).then_some(b[0])
+        let mut b = [0u8; N];
+        self.mem.read(pa, &mut b).then_some(b)
     }
 
     fn read_virt_u64(&self, va: u64) -> Option<u64> {
-        let pa = virt_to_phys(&self.mem, self.cpu.cr3, va)?;
-        let mut b = [0u8; 8];
-        self.mem.read(pa, &mut b).then_some(u64::from_le_bytes(b))
+        self.read_virt(va).map(u64::from_le_bytes)
     }
 
     /// The kernel returned to user mode: make the next logged kernel entry.
@@ -1270,12 +1275,7 @@ impl<'a> Replayer<'a> {
                     Some((_, _, Event::PteRead { addr, value, .. })) if addr == ptep => {
                         // The value the kernel continues with is the one the hardware had made.
                         self.cpu.gpr[6] = value;
-                        if let Some(pa) = ptep.checked_sub(PAGE_OFFSET) {
-                            let mut cur = [0u8; 8];
-                            if self.mem.read(pa, &mut cur) && u64::from_le_bytes(cur) == val {
-                                self.mem.write(pa, &value.to_le_bytes());
-                            }
-                        }
+                        self.replace_pte(ptep, val, value);
                         Ok(())
                     }
                     _ => mismatch(self, log, &format!("a user PTE read at {ptep:#x}")),
