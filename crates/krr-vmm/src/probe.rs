@@ -41,6 +41,8 @@ pub struct KvmReport {
     pub set_cpuid_honoured: bool,
     /// Architectural PMU version KVM offers guests (0 = none).
     pub guest_pmu_version: u32,
+    /// The guest TSC's frequency in kHz (KVM_GET_TSC_KHZ), if KVM says.
+    pub guest_tsc_khz: Option<u32>,
 }
 
 impl KvmReport {
@@ -272,6 +274,7 @@ pub fn probe_kvm() -> Result<KvmReport, ProbeError> {
     vm.vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
     let set_cpuid_honoured = matches!(vm.run_to_out(Duration::from_secs(2)),
         Some((_, r, _)) if r.rbx as u32 == u32::from_le_bytes(*b"KrrP"));
+    let guest_tsc_khz = vm.vcpu.get_tsc_khz().ok().filter(|&k| k > 0);
 
     Ok(KvmReport {
         ring3_ns_per_iter: ring3,
@@ -279,5 +282,6 @@ pub fn probe_kvm() -> Result<KvmReport, ProbeError> {
         syscall_enters_ring0,
         set_cpuid_honoured,
         guest_pmu_version,
+        guest_tsc_khz,
     })
 }

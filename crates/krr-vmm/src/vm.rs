@@ -27,6 +27,9 @@ pub const BASE_CMDLINE: &str =
     "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 idle=halt noxsave \
      clearcpuid=smap,smep,popcnt,rdpid,fsgsbase,pku,umip,avx,xsave";
 
+/// The kernel parameter that gives a kvm guest its TSC rate (and with it the TSC-deadline timer).
+const TSC_KHZ_PARAM: &str = "tsc_early_khz=";
+
 /// Which CPU backend runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -645,6 +648,16 @@ fn run_kvm(
     if report.as_ref().is_some_and(|r| !r.ring0_native()) {
         cmdline = format!("{cmdline} krr.no_int3_selftest");
     }
+    // The guest's TSC rate, from KVM, spares the kernel its calibration against the PIT, which
+    // fails or stalls when the host is slow or overcommitted (docs/nested-kvm.md); with the
+    // TSC-deadline timer (KvmVm's CPUID) it calibrates no timer at all, as on the emu backend.
+    // Only where KVM runs guest ring 0 natively: a KVM that emulates it (DESIGN §12) runs the
+    // kernel about a thousand times slower than its TSC and no user space, and its kernel-only
+    // recordings keep the clocks they were validated with.
+    let tsc_khz = report.as_ref().filter(|r| r.ring0_native()).and_then(|r| r.guest_tsc_khz);
+    if let Some(khz) = tsc_khz {
+        cmdline = format!("{cmdline} {TSC_KHZ_PARAM}{khz}");
+    }
     let start = resume.as_ref().map_or_else(Instant::now, |r| r.started);
     let console = Console::new(cfg.echo);
     let (vm, meta, saved_devices, restore_time, recorder) = match &resume {
@@ -660,7 +673,7 @@ fn run_kvm(
         }
         None => {
             let plan = boot_plan(cfg, &cmdline)?;
-            let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan)?;
+            let vm = KvmVm::new(cfg.mem_bytes, cfg.vcpus, &plan, tsc_khz.is_some())?;
             let meta = SnapshotMeta {
                 backend: "kvm".into(),
                 vcpus: cfg.vcpus,
@@ -848,7 +861,8 @@ fn restore_kvm(file: &SnapshotFile) -> Result<(KvmVm, SnapshotMeta, DevicesSnaps
     let devs: DevicesSnapshot =
         serde_json::from_slice(section(b"DEVS")?).map_err(|e| format!("DEVS: {e}"))?;
     let mem = section(b"MEM ")?;
-    let vm = KvmVm::restore(&state, meta.mem_bytes, |ram| {
+    let told_its_clocks = meta.cmdline.contains(TSC_KHZ_PARAM);
+    let vm = KvmVm::restore(&state, meta.mem_bytes, told_its_clocks, |ram| {
         decode_memory(mem, meta.mem_bytes, |pfn, page| ram.write(pfn * 4096, page))
     })
     .map_err(|e| e.to_string())?;

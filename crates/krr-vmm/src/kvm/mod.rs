@@ -171,8 +171,9 @@ fn segment(s: FlatSegment, dpl: u8) -> kvm_segment {
 
 impl KvmVm {
     /// Create the VM, its memory and vCPUs, and apply `plan` (memory contents, BSP registers).
-    pub fn new(mem_bytes: u64, vcpus: u32, plan: &BootPlan) -> Result<Self, KvmError> {
-        let mut vm = Self::create(mem_bytes, vcpus)?;
+    /// `tsc_deadline`: offer the TSC-deadline timer, where the guest is told its TSC rate.
+    pub fn new(mem_bytes: u64, vcpus: u32, plan: &BootPlan, tsc_deadline: bool) -> Result<Self, KvmError> {
+        let mut vm = Self::create(mem_bytes, vcpus, tsc_deadline)?;
         for (gpa, data) in &plan.writes {
             if !vm.ram.write(*gpa, data) {
                 return Err(KvmError::BootWrite(*gpa));
@@ -182,13 +183,15 @@ impl KvmVm {
         Ok(vm)
     }
 
-    /// Rebuild a VM from a snapshot's state and memory (`pages`: (frame number, bytes)).
+    /// Rebuild a VM from a snapshot's state and memory (`pages`: (frame number, bytes));
+    /// `tsc_deadline` as the saved VM was booted.
     pub fn restore(
         state: &KvmVmState,
         mem_bytes: u64,
+        tsc_deadline: bool,
         pages: impl FnOnce(&mut GuestRam) -> Result<(), String>,
     ) -> Result<Self, KvmError> {
-        let mut vm = Self::create(mem_bytes, state.vcpus.len() as u32)?;
+        let mut vm = Self::create(mem_bytes, state.vcpus.len() as u32, tsc_deadline)?;
         pages(&mut vm.ram).map_err(KvmError::Snapshot)?;
         state::apply(&vm.vm, &vm.vcpus, state)?;
         Ok(vm)
@@ -200,7 +203,7 @@ impl KvmVm {
     }
 
     /// The VM and vCPUs without memory contents or boot state.
-    fn create(mem_bytes: u64, vcpus: u32) -> Result<Self, KvmError> {
+    fn create(mem_bytes: u64, vcpus: u32, tsc_deadline: bool) -> Result<Self, KvmError> {
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         vm.set_tss_address(0xfffb_d000).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
@@ -224,6 +227,7 @@ impl KvmVm {
 
         let supported =
             kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        let tsc_deadline = tsc_deadline && kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         let mut fds = Vec::new();
         let mut tables = Vec::new();
         for id in 0..vcpus {
@@ -241,6 +245,14 @@ impl KvmVm {
                 })
                 .collect();
             reduce(&mut leaves, id);
+            if tsc_deadline {
+                // KVM's in-kernel local APIC has TSC-deadline mode, which KVM_GET_SUPPORTED_CPUID
+                // does not list (VMMs set the bit on KVM_CAP_TSC_DEADLINE_TIMER); krr-emu has it
+                // too, and the guest then calibrates no APIC timer.
+                if let Some(l) = leaves.iter_mut().find(|l| l.function == 1) {
+                    l.ecx |= 1 << 24;
+                }
+            }
             let mut cpuid = supported.clone();
             let kept: Vec<_> = supported
                 .as_slice()

@@ -55,6 +55,22 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                     format!("version {}", r.guest_pmu_version)
                 }
             );
+            println!(
+                "guest TSC:                       {}",
+                match r.guest_tsc_khz {
+                    Some(k) if r.ring0_native() => format!(
+                        "{}.{:03} MHz (KVM_GET_TSC_KHZ; the guest is told, and calibrates nothing)",
+                        k / 1000,
+                        k % 1000
+                    ),
+                    Some(k) => format!(
+                        "{}.{:03} MHz (KVM_GET_TSC_KHZ; not told to a guest whose ring 0 is emulated)",
+                        k / 1000,
+                        k % 1000
+                    ),
+                    None => "unknown (the guest calibrates it)".to_string(),
+                }
+            );
             println!("KVM runs a Linux guest:          {}", yes(r.runs_linux()));
         }
         Err(e) => println!("KVM:                             not usable: {e}"),
