@@ -1,6 +1,7 @@
 //! `krr bench`: recording overhead, replay speed and trace size of krr, side by side with QEMU's
 //! whole-VM record/replay (`-icount shift=auto,rr=record|replay`) on the same kernel, initramfs
-//! and workloads. The method and the latest results are in docs/performance.md.
+//! and workloads; on the emu backend or on KVM, at one or more vCPU counts. The method and the
+//! latest results are in docs/performance.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -39,13 +40,17 @@ const CHILD_PREFIX: &str = "krr-bench-child: ";
 ///
 /// Runs a fixed set of guest workloads (forkexec, fileio, pipes: kernel-heavy; timers: mixed, the
 /// most user-heavy of the others, a vDSO clock loop between sleeps and timers; futex: two
-/// threads) on one vCPU of the emu backend under `krr run` (no recording), `krr record` and
-/// `krr replay` of that recording, and under QEMU TCG with `-icount shift=auto,sleep=off`
-/// plain, `rr=record` and `rr=replay`, with the same kernel, initramfs and command. Every
-/// measured run is its own process (peak RSS from wait4). Prints tables on stdout, progress on
-/// stderr, writes JSON with --json; exits 1 if any run failed (a workload that did not exit 0, a
-/// replay that diverged or whose console differs). 5 workloads x 3 repetitions take about 13
-/// minutes on a shared 2-core machine. See docs/performance.md.
+/// threads) under `krr run` (no recording), `krr record` and `krr replay` of that recording, and,
+/// on the emu backend at one vCPU, under QEMU TCG with `-icount shift=auto,sleep=off` plain,
+/// `rr=record` and `rr=replay`, with the same kernel, initramfs and command. Every measured run
+/// is its own process (peak RSS from wait4). Prints tables on stdout, progress on stderr, writes
+/// JSON with --json; exits 1 if any run failed (a workload that did not exit 0, a replay that
+/// diverged or whose console differs). 5 workloads x 3 repetitions take about 13 minutes on a
+/// shared 2-core machine. See docs/performance.md.
+///
+/// --accel kvm measures recording on hardware virtualization (run vs record wall time, events/s,
+/// trace bytes; no QEMU rows and no instruction counts, which need the emulator); --smp 1,2,4
+/// repeats everything at each vCPU count (QEMU rows only at one vCPU).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Repetitions of every measured run (the tables give the median, min and max).
@@ -64,6 +69,17 @@ pub struct BenchArgs {
     /// Measure krr only.
     #[arg(long)]
     pub no_qemu: bool,
+    /// The backend krr runs and records on (kvm: QEMU is not measured).
+    #[arg(long, default_value = "emu", value_parser = ["emu", "kvm"])]
+    pub accel: String,
+    /// Measure at each of these vCPU counts (comma-separated, 1-8).
+    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "N,...",
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub smp: Vec<u32>,
+    /// Do not replay the recordings (e.g. on a host where krr-emu is itself emulated, as in the
+    /// nested-KVM harness; keep them with --keep and replay them elsewhere).
+    #[arg(long)]
+    pub no_replay: bool,
     /// The QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
     pub qemu: String,
@@ -86,6 +102,8 @@ pub struct BenchArgs {
     pub child_workload: Option<String>,
     #[arg(long, hide = true)]
     pub child_trace: Option<PathBuf>,
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub child_smp: u32,
     #[arg(long, hide = true)]
     pub child_profile: bool,
 }
@@ -99,13 +117,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 // ---------------------------------------------------------------------------------------------
 // The child: one `krr run` or `krr record` of a workload, with the same configuration those
-// commands build (VmArgs::config, --accel emu --smp 1 --mem 256M, the default ring).
+// commands build (VmArgs::config, --accel and --smp as given, --mem 256M, the default ring).
 
 fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let w = args.child_workload.as_deref().context("--child-workload")?;
     let vm = VmArgs {
-        accel: "emu".into(),
-        smp: 1,
+        accel: args.accel.clone(),
+        smp: args.child_smp,
         mem: 256 << 20,
         kernel: None,
         initrd: None,
@@ -239,6 +257,7 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 struct Workload {
     name: String,
     class: String,
+    smp: u32,
     run: Series,
     record: Series,
     replay: Series,
@@ -278,6 +297,31 @@ struct Bench {
     workloads: Vec<(String, String)>,
 }
 
+/// QEMU's record/replay is measured on the emu backend only, beside its one-vCPU rows.
+fn qemu_measured(args: &BenchArgs) -> bool {
+    !args.no_qemu && args.accel == "emu" && args.smp.contains(&1)
+}
+
+impl Workload {
+    /// The workload's name, with its vCPU count when that is not one.
+    fn label(&self) -> String {
+        if self.smp == 1 {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.name, self.smp)
+        }
+    }
+
+    /// Its directory under the work directory (--keep).
+    fn dir_name(&self) -> String {
+        if self.smp == 1 {
+            self.name.clone()
+        } else {
+            format!("{}-smp{}", self.name, self.smp)
+        }
+    }
+}
+
 fn pu(p: &Option<Value>, key: &str) -> Option<u64> {
     p.as_ref().and_then(|p| p[key].as_u64())
 }
@@ -285,7 +329,13 @@ fn pu(p: &Option<Value>, key: &str) -> Option<u64> {
 impl Bench {
     fn new(args: BenchArgs) -> anyhow::Result<Self> {
         let guest = super::guest::guest_dir()?;
-        for f in ["vmlinux", "bzImage", "initramfs.cpio"] {
+        // bzImage is what QEMU boots.
+        let files: &[&str] = if qemu_measured(&args) {
+            &["vmlinux", "bzImage", "initramfs.cpio"]
+        } else {
+            &["vmlinux", "initramfs.cpio"]
+        };
+        for f in files {
             if !guest.join(f).is_file() {
                 bail!("{}: missing (run `krr guest build`)", guest.join(f).display());
             }
@@ -314,7 +364,7 @@ impl Bench {
         } else {
             WORKLOADS.iter().map(|(w, c)| (w.to_string(), c.to_string())).collect()
         };
-        if !args.no_qemu {
+        if qemu_measured(&args) {
             let ok = Command::new(&args.qemu)
                 .arg("--version")
                 .stdout(Stdio::null())
@@ -334,17 +384,21 @@ impl Bench {
     fn run(self) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         eprintln!(
-            "krr bench: guest {}, workloads {}, {} repetition(s), emu backend, --smp 1, work dir {}",
+            "krr bench: guest {}, workloads {}, {} repetition(s), {} backend, --smp {}, work dir {}",
             self.guest.display(),
             self.workloads.iter().map(|w| w.0.as_str()).collect::<Vec<_>>().join(" "),
             self.reps,
+            self.args.accel,
+            self.smp_list(),
             self.work.display()
         );
         let mut results = Vec::new();
-        for (name, class) in &self.workloads {
-            let mut w = Workload { name: name.clone(), class: class.clone(), ..Default::default() };
-            self.workload(&mut w);
-            results.push(w);
+        for &smp in &self.args.smp {
+            for (name, class) in &self.workloads {
+                let mut w = Workload { name: name.clone(), class: class.clone(), smp, ..Default::default() };
+                self.workload(&mut w);
+                results.push(w);
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let text = self.tables(&results, elapsed);
@@ -365,18 +419,22 @@ impl Bench {
     fn progress(&self, w: &str, what: &str, r: &anyhow::Result<Sample>) {
         match r {
             Ok(s) => eprintln!(
-                "krr bench: {w:<9} {what:<15} {:7.2} s workload part, {:7.2} s total, {:5} MiB peak RSS",
+                "krr bench: {w:<11} {what:<15} {:7.2} s workload part, {:7.2} s total, {:5} MiB peak RSS",
                 s.part,
                 s.total,
                 s.rss_kib >> 10
             ),
-            Err(e) => eprintln!("krr bench: {w:<9} {what:<15} FAILED: {e:#}"),
+            Err(e) => eprintln!("krr bench: {w:<11} {what:<15} FAILED: {e:#}"),
         }
     }
 
+    fn smp_list(&self) -> String {
+        self.args.smp.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+    }
+
     fn workload(&self, w: &mut Workload) {
-        let name = w.name.clone();
-        let dir = self.work.join(&name);
+        let (name, smp) = (w.label(), w.smp);
+        let dir = self.work.join(w.dir_name());
         let _ = std::fs::remove_dir_all(&dir);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             w.problems.push(format!("creating {}: {e}", dir.display()));
@@ -385,7 +443,7 @@ impl Bench {
         for rep in 0..self.reps {
             let last = rep + 1 == self.reps;
             // krr run
-            let r = self.krr_child(&name, None, false).map(|(s, _)| s);
+            let r = self.krr_child(&w.name, smp, None, false).map(|(s, _)| s);
             self.progress(&name, "krr run", &r);
             match r {
                 Ok(s) => w.run.0.push(s),
@@ -393,7 +451,7 @@ impl Bench {
             }
             // krr record, then replay that recording
             let trace = dir.join(format!("trace{rep}"));
-            let r = self.krr_child(&name, Some(&trace), false);
+            let r = self.krr_child(&w.name, smp, Some(&trace), false);
             self.progress(
                 &name,
                 "krr record",
@@ -410,20 +468,29 @@ impl Bench {
                     w.trace_bytes = dir_bytes(&trace);
                     w.recorded_instructions = v["instructions"].as_u64().unwrap_or(0)
                         - v["instructions_before_record"].as_u64().unwrap_or(0);
-                    let r = self.krr_replay(&trace);
-                    self.progress(
-                        &name,
-                        "krr replay",
-                        &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
-                    );
-                    match r {
-                        Ok((s, v)) => {
-                            w.replay.0.push(s);
-                            w.replayed_instructions = v["instructions"].as_u64().unwrap_or(0);
-                            w.replay_events = v["events"].as_u64().unwrap_or(0);
-                            w.replays_verified += 1;
+                    if self.args.no_replay {
+                        if last {
+                            eprintln!(
+                                "krr bench: {name:<11} krr replay      not run (--no-replay): {}",
+                                trace.display()
+                            );
                         }
-                        Err(e) => w.problems.push(format!("krr replay: {e:#}")),
+                    } else {
+                        let r = self.krr_replay(&trace);
+                        self.progress(
+                            &name,
+                            "krr replay",
+                            &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
+                        );
+                        match r {
+                            Ok((s, v)) => {
+                                w.replay.0.push(s);
+                                w.replayed_instructions = v["instructions"].as_u64().unwrap_or(0);
+                                w.replay_events = v["events"].as_u64().unwrap_or(0);
+                                w.replays_verified += 1;
+                            }
+                            Err(e) => w.problems.push(format!("krr replay: {e:#}")),
+                        }
                     }
                 }
                 Err(e) => w.problems.push(format!("krr record: {e:#}")),
@@ -431,7 +498,7 @@ impl Bench {
             if !last {
                 let _ = std::fs::remove_dir_all(&trace);
             }
-            if self.args.no_qemu {
+            if !qemu_measured(&self.args) || smp != 1 {
                 continue;
             }
             // QEMU: plain icount run, rr record, rr replay of that log.
@@ -485,19 +552,22 @@ impl Bench {
             }
         }
         // Exact instruction counts: one profiled run and one profiled recording (slower: not
-        // timed).
-        match self.krr_child(&name, None, true) {
+        // timed). Only the emulator counts instructions.
+        if self.args.accel != "emu" {
+            return;
+        }
+        match self.krr_child(&w.name, smp, None, true) {
             Ok((_, v)) => w.profile_run = Some(v["profile"].clone()),
             Err(e) => w.problems.push(format!("krr run --profile: {e:#}")),
         }
         let ptrace = dir.join("trace-profiled");
-        match self.krr_child(&name, Some(&ptrace), true) {
+        match self.krr_child(&w.name, smp, Some(&ptrace), true) {
             Ok((_, v)) => w.profile_record = Some(v["profile"].clone()),
             Err(e) => w.problems.push(format!("krr record --profile: {e:#}")),
         }
         let _ = std::fs::remove_dir_all(&ptrace);
         eprintln!(
-            "krr bench: {name:<9} profile: user {} / kernel {} instructions run, user {} / kernel {} recorded",
+            "krr bench: {name:<11} profile: user {} / kernel {} instructions run, user {} / kernel {} recorded",
             pu(&w.profile_run, "user").unwrap_or(0),
             pu(&w.profile_run, "kernel").unwrap_or(0),
             pu(&w.profile_record, "user").unwrap_or(0),
@@ -506,9 +576,16 @@ impl Bench {
     }
 
     /// One `krr run` (trace None) or `krr record` in a child process.
-    fn krr_child(&self, w: &str, trace: Option<&Path>, profile: bool) -> anyhow::Result<(Sample, Value)> {
+    fn krr_child(
+        &self,
+        w: &str,
+        smp: u32,
+        trace: Option<&Path>,
+        profile: bool,
+    ) -> anyhow::Result<(Sample, Value)> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(["bench", "--child", if trace.is_some() { "record" } else { "run" }, "--child-workload", w])
+            .args(["--accel", &self.args.accel, "--child-smp", &smp.to_string()])
             .args(["--timeout", &self.args.timeout.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -634,17 +711,24 @@ impl Bench {
     }
 
     fn tables(&self, ws: &[Workload], elapsed: f64) -> String {
+        if self.args.accel != "emu" {
+            return self.hardware_table(ws, elapsed);
+        }
         use std::fmt::Write;
         let mut s = String::new();
         let n = self.reps;
         let _ = writeln!(
             s,
-            "\nkrr bench: emu backend (krr) and {}, 1 vCPU, 256 MiB; {n} repetition(s); {:.0} s in all",
+            "\nkrr bench: {} backend (krr) and {}, {} vCPU(s), 256 MiB; {n} repetition(s); {:.0} s in all",
+            self.args.accel,
             if self.args.no_qemu {
                 "QEMU not measured (--no-qemu)".to_string()
+            } else if !qemu_measured(&self.args) {
+                "QEMU not measured (its record/replay is measured on the emu backend at one vCPU)".to_string()
             } else {
                 format!("QEMU {} TCG -icount {}", qemu_version(&self.args.qemu), self.args.qemu_icount)
             },
+            self.smp_list(),
             elapsed
         );
         let _ = writeln!(
@@ -654,7 +738,7 @@ impl Bench {
         );
         let _ = writeln!(
             s,
-            "{:<9} {:<14} | {:>18} {:>18} {:>18} | {:>18} {:>18} {:>18}",
+            "{:<11} {:<14} | {:>18} {:>18} {:>18} | {:>18} {:>18} {:>18}",
             "workload",
             "class",
             "krr run",
@@ -667,8 +751,8 @@ impl Bench {
         for w in ws {
             let _ = writeln!(
                 s,
-                "{:<9} {:<14} | {:>18} {:>18} {:>18} | {:>18} {:>18} {:>18}",
-                w.name,
+                "{:<11} {:<14} | {:>18} {:>18} {:>18} | {:>18} {:>18} {:>18}",
+                w.label(),
                 w.class,
                 w.run.cell(),
                 w.record.cell(),
@@ -681,7 +765,7 @@ impl Bench {
         let _ = writeln!(s, "\nRatios of medians (workload part)");
         let _ = writeln!(
             s,
-            "{:<9} | {:>7} {:>10} | {:>7} {:>10} {:>10} | {:>8} | {:>16}",
+            "{:<11} | {:>7} {:>10} | {:>7} {:>10} {:>10} | {:>8} | {:>16}",
             "workload",
             "rec/run",
             "replay/rec",
@@ -691,14 +775,14 @@ impl Bench {
             "krr/qemu",
             "boot s: krr/qemu"
         );
-        let _ = writeln!(s, "{:<9} | {:>18} | {:>29} | {:>8} | {:>16}", "", "krr", "qemu", "record", "");
+        let _ = writeln!(s, "{:<11} | {:>18} | {:>29} | {:>8} | {:>16}", "", "krr", "qemu", "record", "");
         for w in ws {
             let boot = |x: &Series| median(x.0.iter().map(|s| s.total - s.part).collect());
             let total = |x: &Series| median(x.totals());
             let _ = writeln!(
                 s,
-                "{:<9} | {:>7} {:>10} | {:>7} {:>10} {:>10} | {:>8} | {:>16}",
-                w.name,
+                "{:<11} | {:>7} {:>10} | {:>7} {:>10} {:>10} | {:>8} | {:>16}",
+                w.label(),
                 fmt_opt(ratio(w.record.median(), w.run.median()), 2),
                 fmt_opt(ratio(w.replay.median(), w.record.median()), 2),
                 fmt_opt(ratio(w.qemu_record.median(), w.qemu_run.median()), 2),
@@ -716,7 +800,7 @@ impl Bench {
         let _ = writeln!(s, "\nGuest instructions (krr, exact, profiled run and recording) and events");
         let _ = writeln!(
             s,
-            "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
+            "{:<11} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
             "workload",
             "user",
             "kernel run",
@@ -762,8 +846,8 @@ impl Bench {
             let rep = w.replay.median();
             let _ = writeln!(
                 s,
-                "{:<9} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
-                w.name,
+                "{:<11} | {:>10} {:>11} {:>11} {:>6} {:>6} {:>6} {:>6} {:>8} | {:>7} {:>8} {:>9} {:>9} {:>7}",
+                w.label(),
                 ur.map(|v| v.to_string()).unwrap_or("-".into()),
                 kr.map(|v| v.to_string()).unwrap_or("-".into()),
                 kc.map(|v| v.to_string()).unwrap_or("-".into()),
@@ -782,7 +866,7 @@ impl Bench {
         let _ = writeln!(s, "\nTrace size and peak RSS");
         let _ = writeln!(
             s,
-            "{:<9} | {:>9} {:>5} {:>7} {:>9} | {:>10} {:>10} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "{:<11} | {:>9} {:>5} {:>7} {:>9} | {:>10} {:>10} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
             "workload",
             "events B",
             "B/ev",
@@ -805,8 +889,8 @@ impl Bench {
             };
             let _ = writeln!(
                 s,
-                "{:<9} | {:>9} {:>5} {:>7} {:>9} | {:>10} {:>10} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
-                w.name,
+                "{:<11} | {:>9} {:>5} {:>7} {:>9} | {:>10} {:>10} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+                w.label(),
                 w.event_bytes,
                 fmt_opt((w.events > 0).then(|| w.event_bytes as f64 / w.events as f64), 1),
                 fmt_opt(w.record.median().map(|t| w.event_bytes as f64 / t / 1e3), 1),
@@ -835,17 +919,19 @@ impl Bench {
              console showed Run /init (QEMU buffers the file: approximate). rr/krr: rr B wkld / events B. Peak RSS: \
              largest of the runs (wait4)."
         );
-        let _ = writeln!(
-            s,
-            "Multi-core: this table is one vCPU; `cargo bench -p krr-vmm --bench smp_scaling` compares krr run and \
-             krr record at --smp 1, 2 and 4 (docs/multicore.md)."
-        );
+        if self.args.smp == [1] {
+            let _ = writeln!(
+                s,
+                "Multi-core: this table is one vCPU; `cargo bench -p krr-vmm --bench smp_scaling` compares krr run \
+                 and krr record at --smp 1, 2 and 4 (docs/multicore.md), as does --smp 1,2,4 here."
+            );
+        }
         for w in ws {
             if w.replays_verified > 0 {
                 let _ = writeln!(
                     s,
                     "{}: {} krr replay(s) verified (no divergence, console matches){}",
-                    w.name,
+                    w.label(),
                     w.replays_verified,
                     match w.qemu_replay_console_match {
                         Some(true) => "; QEMU rr replay completed, console identical to the recording's",
@@ -855,7 +941,74 @@ impl Bench {
                 );
             }
             for p in &w.problems {
-                let _ = writeln!(s, "{}: PROBLEM: {p}", w.name);
+                let _ = writeln!(s, "{}: PROBLEM: {p}", w.label());
+            }
+        }
+        s
+    }
+
+    /// On hardware virtualization: no QEMU and no instruction counts, so one table of what
+    /// recording costs there (wall time, events/s, trace bytes) per workload and vCPU count.
+    fn hardware_table(&self, ws: &[Workload], elapsed: f64) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let n = self.reps;
+        let _ = writeln!(
+            s,
+            "\nkrr bench: {} backend, {} vCPU(s), 256 MiB; {n} repetition(s); {:.0} s in all",
+            self.args.accel,
+            self.smp_list(),
+            elapsed
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<11} {:>5} | {:>18} {:>18} {:>7} | {:>7} {:>8} {:>9} {:>5} {:>9} {:>7} | {:>6} {:>6} | {:>14}",
+            "workload",
+            "vCPUs",
+            "krr run s",
+            "krr record s",
+            "rec/run",
+            "events",
+            "ev/s rec",
+            "events B",
+            "B/ev",
+            "trace B",
+            "flushes",
+            "run MB",
+            "rec MB",
+            "krr replay s"
+        );
+        for w in ws {
+            let _ = writeln!(
+                s,
+                "{:<11} {:>5} | {:>18} {:>18} {:>7} | {:>7} {:>8} {:>9} {:>5} {:>9} {:>7} | {:>6} {:>6} | {:>14}",
+                w.name,
+                w.smp,
+                w.run.cell(),
+                w.record.cell(),
+                fmt_opt(ratio(w.record.median(), w.run.median()), 2),
+                w.events,
+                fmt_opt(w.record.median().map(|t| w.events as f64 / t), 0),
+                w.event_bytes,
+                fmt_opt((w.events > 0).then(|| w.event_bytes as f64 / w.events as f64), 1),
+                w.trace_bytes,
+                w.ring_flushes,
+                fmt_opt(w.run.rss_mib(), 0),
+                fmt_opt(w.record.rss_mib(), 0),
+                if self.args.no_replay { "not run".to_string() } else { w.replay.cell() },
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nrun, record: wall time of the workload part (the kernel's `Run /init` line to the end), median \
+             [min-max]; rec/run: ratio of the medians. events, events B (compressed), trace B (the whole \
+             directory: start snapshot, console, header), flushes (ring-full exits): the last recording. \
+             Peak RSS: largest of the runs (wait4). No QEMU rows and no instruction counts: those need the emu \
+             backend (`krr bench` without --accel)."
+        );
+        for w in ws {
+            for p in &w.problems {
+                let _ = writeln!(s, "{}: PROBLEM: {p}", w.label());
             }
         }
         s
@@ -867,6 +1020,7 @@ impl Bench {
             .map(|w| {
                 json!({
                     "workload": w.name,
+                    "smp": w.smp,
                     "class": w.class,
                     "krr_run": w.run.json(),
                     "krr_record": w.record.json(),
@@ -910,11 +1064,11 @@ impl Bench {
             "qemu_version": qemu_version(&self.args.qemu),
             "qemu_icount": self.args.qemu_icount,
             "guest_dir": self.guest.display().to_string(),
-            "backend": "emu",
-            "smp": 1,
+            "backend": self.args.accel,
+            "smp": self.args.smp,
+            "replayed": !self.args.no_replay,
             "reps": self.reps,
             "seconds": elapsed,
-            "smp2": "see cargo bench -p krr-vmm --bench smp_scaling (docs/multicore.md)",
             "workloads": items,
         })
     }
