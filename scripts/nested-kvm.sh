@@ -8,9 +8,14 @@
 #   scripts/nested-kvm.sh -o OUT [options] COMMANDS  run each line of COMMANDS in L1
 #
 # COMMANDS: one krr invocation per line, `NAME ARGS...` (blank lines and # comments skipped);
-# `@TRACE` in ARGS stands for the trace directory OUT/NAME. Example:
+# ARGS are split as a shell would (quotes group words). `@TRACE` in ARGS stands for the
+# directory OUT/NAME, brought back; `@SHARE` for a directory in L1 that every later command
+# sees and that is not brought back (a saved VM to record from, say). ARGS may start with
+# `signal=SIG`: krr then gets SIG (INT, TERM, KILL) once OUT/NAME holds a start snapshot and
+# 4 KiB of events, as a user's Ctrl-C or kill would come in the middle of a recording. Example:
 #     hello   record -o @TRACE --accel kvm --timeout 120 -- /bin/hello
 #     doctor  doctor
+#     stop    signal=INT record -o @TRACE --accel kvm -- /bin/sh -c 'while :; do /bin/hello; done'
 # For each line, OUT/NAME/ holds what it wrote (a trace) and OUT/NAME.log its stdout and stderr;
 # OUT/results.tsv has NAME, exit status and seconds per line; OUT/console.log the L1 console.
 # Replay the traces on this host (krr-emu is itself emulated in L1): `krr replay OUT/NAME`.
@@ -156,7 +161,8 @@ while IFS= read -r line || [ -n "$line" ]; do
     [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || die "$COMMANDS: bad command name '$name'"
     for n in "${names[@]}"; do [ "$n" != "$name" ] || die "$COMMANDS: '$name' twice"; done
     names+=("$name")
-    printf '%s %s\n' "$name" "${args//@TRACE//out/$name}" >> "$OUT/commands"
+    args=${args//@TRACE//out/$name}
+    printf '%s %s\n' "$name" "${args//@SHARE//share}" >> "$OUT/commands"
 done < "$COMMANDS"
 [ ${#names[@]} -gt 0 ] || die "$COMMANDS has no commands"
 [ -n "$DEADLINE" ] || DEADLINE=$((120 + ${#names[@]} * CMD_TIMEOUT))
@@ -166,7 +172,7 @@ step "building the L1 initramfs (krr, guest $(basename "$GUEST"), ${#names[@]} c
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/krr-nested.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 R=$WORK/root
-mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,out,guest,modules,lib64,lib/x86_64-linux-gnu}
+mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,out,share,guest,modules,lib64,lib/x86_64-linux-gnu}
 cp "$BUSYBOX" "$R/bin/busybox"
 for m in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp arch/x86/kvm/kvm-amd \
          drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
@@ -218,8 +224,22 @@ sync
 while read -r name args; do
     say "run \$name: krr \$args"
     t=\$(up)
-    set -- \$args
-    timeout -s KILL $CMD_TIMEOUT /bin/krr "\$@" > /out/\$name.log 2>&1 < /dev/null
+    eval set -- \$args
+    sig=
+    case \$1 in signal=*) sig=\${1#signal=}; shift ;; esac
+    timeout -s KILL $CMD_TIMEOUT /bin/krr "\$@" > /out/\$name.log 2>&1 < /dev/null &
+    pid=\$!
+    # (busybox's timeout execs krr in its own process: \$pid is krr's.)
+    while [ -n "\$sig" ] && kill -0 \$pid 2>/dev/null; do
+        n=\$(stat -c %s /out/\$name/events 2>/dev/null || echo 0)
+        if [ -f /out/\$name/snapshot ] && [ "\$n" -gt 4096 ]; then
+            say "signal \$name: SIG\$sig to krr (\$n bytes of events written)"
+            kill -\$sig \$pid
+            break
+        fi
+        sleep 1
+    done
+    wait \$pid
     rc=\$?
     echo "\$name	\$rc	\$(awk -v a=\$(up) -v b=\$t 'BEGIN { printf "%.1f", a - b }')" > /out/\$name.result
     say "done \$name: exit \$rc"
