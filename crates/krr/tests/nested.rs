@@ -69,7 +69,7 @@ fn user_paths() -> Vec<Entry> {
 }
 
 /// The CI list: one pass without smp-mix at two vCPUs, and the user paths (about seven minutes,
-/// 418 s in session 8). smp-mix at two vCPUs is left to
+/// 431 s in session 8). smp-mix at two vCPUs is left to
 /// scripts/nested-suite.sh: one of its kvm recordings in session 6 diverged ("user read ended
 /// but never began", vCPU 1) for a reason not found yet (docs/nested-kvm.md), and CI must
 /// measure the rest reliably.
