@@ -303,22 +303,23 @@ fn qemu_measured(args: &BenchArgs) -> bool {
 }
 
 impl Workload {
-    /// The workload's name, with its vCPU count when that is not one.
-    fn label(&self) -> String {
+    /// The workload's name, with its vCPU count after `sep` when that is not one.
+    fn name_with_smp(&self, sep: &str) -> String {
         if self.smp == 1 {
             self.name.clone()
         } else {
-            format!("{}/{}", self.name, self.smp)
+            format!("{}{sep}{}", self.name, self.smp)
         }
+    }
+
+    /// Its name in tables and progress lines.
+    fn label(&self) -> String {
+        self.name_with_smp("/")
     }
 
     /// Its directory under the work directory (--keep).
     fn dir_name(&self) -> String {
-        if self.smp == 1 {
-            self.name.clone()
-        } else {
-            format!("{}-smp{}", self.name, self.smp)
-        }
+        self.name_with_smp("-smp")
     }
 }
 
@@ -416,9 +417,10 @@ impl Bench {
         Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
     }
 
-    fn progress(&self, w: &str, what: &str, r: &anyhow::Result<Sample>) {
+    /// One progress line for a measured run (its sample, and whatever else it returned).
+    fn progress<T>(&self, w: &str, what: &str, r: &anyhow::Result<(Sample, T)>) {
         match r {
-            Ok(s) => eprintln!(
+            Ok((s, _)) => eprintln!(
                 "krr bench: {w:<11} {what:<15} {:7.2} s workload part, {:7.2} s total, {:5} MiB peak RSS",
                 s.part,
                 s.total,
@@ -443,20 +445,16 @@ impl Bench {
         for rep in 0..self.reps {
             let last = rep + 1 == self.reps;
             // krr run
-            let r = self.krr_child(&w.name, smp, None, false).map(|(s, _)| s);
+            let r = self.krr_child(&w.name, smp, None, false);
             self.progress(&name, "krr run", &r);
             match r {
-                Ok(s) => w.run.0.push(s),
+                Ok((s, _)) => w.run.0.push(s),
                 Err(e) => w.problems.push(format!("krr run: {e:#}")),
             }
             // krr record, then replay that recording
             let trace = dir.join(format!("trace{rep}"));
             let r = self.krr_child(&w.name, smp, Some(&trace), false);
-            self.progress(
-                &name,
-                "krr record",
-                &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
-            );
+            self.progress(&name, "krr record", &r);
             match r {
                 Ok((s, v)) => {
                     w.record.0.push(s);
@@ -477,11 +475,7 @@ impl Bench {
                         }
                     } else {
                         let r = self.krr_replay(&trace);
-                        self.progress(
-                            &name,
-                            "krr replay",
-                            &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
-                        );
+                        self.progress(&name, "krr replay", &r);
                         match r {
                             Ok((s, v)) => {
                                 w.replay.0.push(s);
@@ -504,18 +498,14 @@ impl Bench {
             // QEMU: plain icount run, rr record, rr replay of that log.
             let rr = dir.join("qemu-rr.bin");
             let r = self.qemu(&name, Qemu::Run, &rr, &dir.join("qemu-run.console"));
-            self.progress(&name, "qemu run", &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")));
+            self.progress(&name, "qemu run", &r);
             match r {
                 Ok((s, _)) => w.qemu_run.0.push(s),
                 Err(e) => w.problems.push(format!("qemu run: {e:#}")),
             }
             let rec_console = dir.join("qemu-record.console");
             let r = self.qemu(&name, Qemu::Record, &rr, &rec_console);
-            self.progress(
-                &name,
-                "qemu rr record",
-                &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
-            );
+            self.progress(&name, "qemu rr record", &r);
             match r {
                 Ok((s, at_init)) => {
                     w.qemu_record.0.push(s);
@@ -523,11 +513,7 @@ impl Bench {
                     w.qemu_rr_bytes_at_init = at_init;
                     let rep_console = dir.join("qemu-replay.console");
                     let r = self.qemu(&name, Qemu::Replay, &rr, &rep_console);
-                    self.progress(
-                        &name,
-                        "qemu rr replay",
-                        &r.as_ref().map(|x| x.0).map_err(|e| anyhow::anyhow!("{e:#}")),
-                    );
+                    self.progress(&name, "qemu rr replay", &r);
                     match r {
                         Ok((s, _)) => {
                             w.qemu_replay.0.push(s);
