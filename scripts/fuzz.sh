@@ -17,7 +17,10 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log="$(mktemp)"
     rc=0
-    cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=65536 >"$log" 2>&1 || rc=$?
+    # seeds/TARGET (in git, where a target has some): inputs that reach deep into its parser.
+    seeds=()
+    [ -d "seeds/$t" ] && seeds=("seeds/$t")
+    cargo fuzz run "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -max_len=65536 >"$log" 2>&1 || rc=$?
     # libFuzzer's closing line states how many inputs ran.
     grep -E '^Done [0-9]+ runs' "$log" || true
     if [ "$rc" -ne 0 ]; then

@@ -120,10 +120,18 @@ impl<'a> Log<'a> {
     /// anywhere: stopped from outside (time limit, Ctrl-C), or one of several vCPUs (when one
     /// ends the recording, KVM's other vCPUs are stopped wherever they were, in the middle of
     /// an interrupt handler, say). Such a vCPU asking for more is the end of the replay.
+    ///
+    /// A log with no end event at all (the recorder was killed, or the events after a damaged
+    /// block were dropped) stopped every vCPU wherever it was: past its last event, likewise.
     fn ends_here(&mut self) -> bool {
         use krr_trace::EndReason::{Interrupted, Stopped};
         let multi = self.multi;
-        matches!(self.peek(), Some(Event::End { reason, .. }) if multi || matches!(reason, Stopped | Interrupted))
+        let unsealed = !matches!(self.events.last(), Some(Event::End { .. }));
+        match self.peek() {
+            None => unsealed,
+            Some(Event::End { reason, .. }) => multi || matches!(reason, Stopped | Interrupted),
+            Some(_) => false,
+        }
     }
 
     /// Index of the next event [`Log::peek`] returns.
@@ -1605,6 +1613,34 @@ mod tests {
         }
     }
 
+    /// A killed recorder leaves no end event: a vCPU that reaches the agent after the last
+    /// valid event ends the replay of that prefix, at one vCPU or several; a log that ends in
+    /// an end event already taken asks the same of nobody (the run loop stopped there).
+    #[test]
+    fn after_the_last_event_of_an_unsealed_log_any_vcpu_may_stop() {
+        let rdtsc = [Event::Rdtsc { vcpu: 0, tsc: 7, aux: None }];
+        for multi in [true, false] {
+            let (cpu, mem) = machine(&[0x90, 0xf4]);
+            let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::Rdtsc);
+            let mut r = Replayer::new(vec![cpu], mem, hooks, &rdtsc);
+            let mut log = Log::new(&rdtsc, Rc::new(Cell::new(0)));
+            log.multi = multi;
+            log.take();
+            assert!(r.boundary(&mut log).is_ok(), "multi-core: {multi}");
+            assert!(log.input("IN 0x3fd", |e| matches!(e, Event::PortRead { .. })).is_err());
+            assert!(log.over && log.divergence.is_none(), "multi-core: {multi}");
+        }
+        let sealed = [
+            Event::Rdtsc { vcpu: 0, tsc: 7, aux: None },
+            Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff },
+        ];
+        let mut log = Log::new(&sealed, Rc::new(Cell::new(0)));
+        log.take();
+        assert!(!log.ends_here(), "the end event is still to come");
+        log.take();
+        assert!(!log.ends_here(), "taken: a sealed log is not cut short");
+    }
+
     /// A user PTE whose accessed bit the recording's hardware had set: an interrupt logged at
     /// the agent's PTE hook entry finds RSI without it; replay puts it in RSI and memory first.
     #[test]
@@ -1656,7 +1692,10 @@ mod tests {
     fn an_interrupt_at_a_hook_comes_before_the_hook() {
         let (cpu, mem) = machine(&[0x90, 0xf4]);
         let regs = regs_of(&cpu);
-        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let events = [
+            Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs },
+            Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff },
+        ];
         let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::UserReadEnd);
         let mut r = Replayer::new(vec![cpu], mem, hooks, &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(CODE)));

@@ -106,6 +106,34 @@ fn stress_twenty_interleavings_of_the_mix_replay() {
     assert!(shapes.len() >= 10, "only {} distinct recordings of 20: {shapes:?}", shapes.len());
 }
 
+/// What a killed recorder leaves replays: a two-vCPU trace cut after an input a vCPU asked for
+/// in the middle of kernel code (so the vCPU runs on into the agent after the last event, as in
+/// the nested suite's SIGKILL check) replays its prefix, every event consumed, no divergence.
+#[test]
+fn a_trace_cut_anywhere_replays_its_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("pipes");
+    let ev = record_and_replay(&trace, 2, &[], &["/bin/smp-pipes"]);
+    let inputs: Vec<usize> = (0..ev.len())
+        .filter(|&i| matches!(ev[i], Event::Rdtsc { .. } | Event::UserRead { .. } | Event::PteRead { .. }))
+        .collect();
+    assert!(inputs.len() >= 8, "{} inputs", inputs.len());
+    let mut vcpus = BTreeSet::new();
+    for k in 1..=6 {
+        let at = inputs[k * (inputs.len() - 1) / 6];
+        vcpus.insert(ev[at].vcpu());
+        let prefix = tmp.path().join(format!("cut-{at}"));
+        common::cut(&trace, &prefix, at + 1);
+        let out = replay(&prefix);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        assert_eq!(out.status.code(), Some(0), "cut after event {at}: {s} {}", text(&out.stderr));
+        assert_eq!((s["diverged"].as_bool(), s["complete"].as_bool()), (Some(false), Some(false)), "{s}");
+        assert_eq!(s["events"], at as u64 + 1, "cut after event {at}: every event consumed: {s}");
+    }
+    assert_eq!(vcpus.len(), 2, "cuts on both vCPUs: {vcpus:?}");
+}
+
 /// Hand-offs and vCPU numbers are checked: a changed one is a divergence with a report.
 #[test]
 fn a_changed_handoff_or_vcpu_is_a_divergence() {

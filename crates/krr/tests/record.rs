@@ -263,6 +263,20 @@ fn killed_recorder_leaves_a_readable_trace() {
     let k = kinds(&trace);
     assert!(k.get("syscall").copied().unwrap_or(0) > 0, "{k:?}");
     assert!(!k.contains_key("end"), "{k:?}");
+    // Its valid events replay: the kernel stops wherever it is after the last one.
+    let out = krr()
+        .arg("replay")
+        .arg(&trace)
+        .arg("--json")
+        .arg("--vmlinux")
+        .arg(guest_dir().join("vmlinux"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((v["diverged"].as_bool(), v["complete"].as_bool()), (Some(false), Some(false)), "{stdout}");
+    assert!(stderr.contains("is incomplete"), "{stderr}");
 }
 
 /// A full disk while recording: one line naming the file and ENOSPC, exit 1, and the trace keeps

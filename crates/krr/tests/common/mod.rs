@@ -49,6 +49,19 @@ pub fn record_emu_with(trace: &Path, extra: &[&str], cmd: &[&str]) -> Output {
 /// A copy of `trace` at `to` with `change` applied to its events (index, event).
 #[allow(dead_code)]
 pub fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut krr_trace::Event)) {
+    assert!(copy_trace(trace, to, usize::MAX, change), "no end event");
+}
+
+/// A copy of the first `n` events of `trace` at `to`, not sealed: what a recorder killed
+/// after writing them leaves.
+#[allow(dead_code)]
+pub fn cut(trace: &Path, to: &Path, n: usize) {
+    assert!(!copy_trace(trace, to, n, |_, _| {}), "the trace has fewer than {n} events");
+}
+
+/// Copies the start snapshot and up to `n` events (console bytes with their markers), changed
+/// by `change`; seals the copy and returns true if it got to the end event.
+fn copy_trace(trace: &Path, to: &Path, n: usize, change: impl Fn(u64, &mut krr_trace::Event)) -> bool {
     let mut r = krr_trace::TraceReader::open(trace).unwrap();
     let header = r.header().clone();
     let console = r.console().unwrap();
@@ -58,7 +71,7 @@ pub fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut krr_trace::E
     std::fs::copy(trace.join("snapshot"), w.snapshot_path()).unwrap();
     w.set_snapshot(header.snapshot.clone().unwrap()).unwrap();
     let mut at = 0usize;
-    for (i, mut e) in events.into_iter().enumerate() {
+    for (i, mut e) in events.into_iter().enumerate().take(n) {
         match e {
             krr_trace::Event::Console { vcpu, len } => {
                 w.console(vcpu, &console[at..at + len as usize]).unwrap();
@@ -66,7 +79,7 @@ pub fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut krr_trace::E
             }
             krr_trace::Event::End { vcpu, reason } => {
                 w.finish(vcpu, reason, 0).unwrap();
-                return;
+                return true;
             }
             _ => {
                 change(i as u64, &mut e);
@@ -74,5 +87,6 @@ pub fn perturbed(trace: &Path, to: &Path, change: impl Fn(u64, &mut krr_trace::E
             }
         }
     }
-    panic!("no end event");
+    // Dropped unsealed: the writer keeps what was appended.
+    false
 }
