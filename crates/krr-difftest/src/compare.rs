@@ -157,6 +157,9 @@ pub enum Verdict {
     },
     /// The KVM side could not run the case (host limitation or timeout): not compared.
     HostError(String),
+    /// Both sides are right: they made different choices the architecture leaves to the CPU (which
+    /// of two faulting operands is reported). Not compared; counted with the host column.
+    ImplementationChoice(String),
 }
 
 /// On this host a #GP raised in ring 3 is handed to KVM's instruction emulator (that is how PVM emulates
@@ -169,18 +172,57 @@ fn gp_reported_as_ud(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     if !(ud && gp && a.rip == b.rip) {
         return None;
     }
-    let off = usize::try_from(a.rip.checked_sub(CODE_BASE)?).ok()?;
-    let bytes = code.get(off..)?;
-    let mut d = iced_x86::Decoder::with_ip(64, bytes, a.rip, iced_x86::DecoderOptions::NONE);
-    let i = d.decode();
+    let i = insn_at(code, a.rip)?;
     use iced_x86::Mnemonic;
-    if i.is_invalid() || matches!(i.mnemonic(), Mnemonic::Ud0 | Mnemonic::Ud1 | Mnemonic::Ud2) {
+    if matches!(i.mnemonic(), Mnemonic::Ud0 | Mnemonic::Ud1 | Mnemonic::Ud2) {
         return None;
     }
-    Some(format!(
-        "#GP reported as #UD by this host's KVM emulator ({})",
-        format!("{:?}", i.mnemonic()).to_lowercase()
-    ))
+    Some(format!("#GP reported as #UD by this host's KVM emulator ({})", mnemonic(&i)))
+}
+
+/// The instruction at `rip` in `code` (None outside the code or if it does not decode).
+fn insn_at(code: &[u8], rip: u64) -> Option<iced_x86::Instruction> {
+    let off = usize::try_from(rip.checked_sub(CODE_BASE)?).ok()?;
+    let bytes = code.get(off..)?;
+    let i = iced_x86::Decoder::with_ip(64, bytes, rip, iced_x86::DecoderOptions::NONE).decode();
+    (!i.is_invalid()).then_some(i)
+}
+
+fn mnemonic(i: &iced_x86::Instruction) -> String {
+    format!("{:?}", i.mnemonic()).to_lowercase()
+}
+
+/// The memory operands of `i` as (base register name, linear address), computed with `gprs` and this
+/// layout's segment bases.
+fn memory_operands(i: &iced_x86::Instruction, gprs: &[u64; 16]) -> Vec<(String, u64)> {
+    use iced_x86::{OpKind, Register as R};
+    let reg = |r: R, _: usize, _: usize| -> Option<u64> {
+        match r {
+            R::ES | R::CS | R::SS | R::DS => Some(0),
+            R::FS => Some(crate::layout::FS_BASE),
+            R::GS => Some(crate::layout::GS_BASE),
+            _ if r.is_gpr() => {
+                let v = gprs[r.full_register().number()];
+                Some(if r.size() >= 8 { v } else { v & ((1u64 << (8 * r.size())) - 1) })
+            }
+            _ => None,
+        }
+    };
+    (0..i.op_count())
+        .filter_map(|op| {
+            let name = match i.op_kind(op) {
+                OpKind::MemorySegRSI | OpKind::MemorySegESI => "rsi".to_string(),
+                OpKind::MemoryESRDI | OpKind::MemoryESEDI | OpKind::MemorySegRDI => "rdi".to_string(),
+                OpKind::Memory => format!("{:?}", i.memory_base()).to_lowercase(),
+                _ => return None,
+            };
+            Some((name, i.virtual_address(op, 0, reg)?))
+        })
+        .collect()
+}
+
+fn canonical(x: u64) -> bool {
+    (x as i64) >> 47 == 0 || (x as i64) >> 47 == -1
 }
 
 /// When the CPU raises #GP in ring 3 on this host, KVM's instruction emulator re-executes the instruction
@@ -194,40 +236,51 @@ fn gp_rederived(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     if !(kvm_exc && gp && a.rip == b.rip) {
         return None;
     }
-    let off = usize::try_from(a.rip.checked_sub(CODE_BASE)?).ok()?;
-    let bytes = code.get(off..)?;
-    let mut d = iced_x86::Decoder::with_ip(64, bytes, a.rip, iced_x86::DecoderOptions::NONE);
-    let i = d.decode();
-    let reg = |r: iced_x86::Register, _: usize, _: usize| -> Option<u64> {
-        use iced_x86::Register as R;
-        match r {
-            R::ES | R::CS | R::SS | R::DS => Some(0),
-            R::FS => Some(crate::layout::FS_BASE),
-            R::GS => Some(crate::layout::GS_BASE),
-            _ if r.is_gpr() => {
-                let n = r.full_register().number();
-                let v = a.gprs[n];
-                Some(if r.size() >= 8 { v } else { v & ((1u64 << (8 * r.size())) - 1) })
+    let i = insn_at(code, a.rip)?;
+    let noncanonical = memory_operands(&i, &a.gprs).iter().any(|&(_, va)| !canonical(va));
+    noncanonical.then(|| {
+        format!("#GP re-derived by this host's KVM emulator ({}, non-canonical operand)", mnemonic(&i))
+    })
+}
+
+/// When both memory operands of an instruction fault (CMPS, MOVS), which fault the CPU reports is the
+/// implementation's choice, and CPUs differ: the AMD EPYC that krr-emu's AMD profile was measured on
+/// reports [RSI] for REPE CMPSB and [RDI] for the other CMPS forms, while the AMD EPYC host of one of
+/// this project's CI runs reported [RSI] for every CMPS form. So when `a` and `b` differ only in that they blame
+/// different memory operands of the faulting instruction (a #PF inside one operand, or #GP(0)/#SS(0)
+/// for the one non-canonical operand), returns a description: the architecture allows both.
+fn fault_order(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
+    if a.end == b.end || (Outcome { end: b.end.clone(), ..a.clone() }) != *b {
+        return None;
+    }
+    let i = insn_at(code, a.rip)?;
+    let ops = memory_operands(&i, &a.gprs);
+    if ops.len() != 2 {
+        return None;
+    }
+    let size = u64::try_from(i.memory_size().size()).unwrap_or(1).max(1);
+    let blamed = |end: &End| -> Option<usize> {
+        match *end {
+            End::Exception { vector: 14, cr2: Some(cr2), .. } => {
+                ops.iter().position(|&(_, va)| cr2.wrapping_sub(va) < size)
+            }
+            End::Exception { vector: 12 | 13, error_code: Some(0), .. } => {
+                let mut bad = ops.iter().enumerate().filter(|(_, &(_, va))| !canonical(va));
+                match (bad.next(), bad.next()) {
+                    (Some((n, _)), None) => Some(n),
+                    _ => None,
+                }
             }
             _ => None,
         }
     };
-    let canonical = |x: u64| (x as i64) >> 47 == 0 || (x as i64) >> 47 == -1;
-    let noncanonical = (0..i.op_count()).any(|op| {
-        matches!(
-            i.op_kind(op),
-            iced_x86::OpKind::Memory
-                | iced_x86::OpKind::MemorySegRSI
-                | iced_x86::OpKind::MemorySegESI
-                | iced_x86::OpKind::MemoryESRDI
-                | iced_x86::OpKind::MemoryESEDI
-                | iced_x86::OpKind::MemorySegRDI
-        ) && i.virtual_address(op, 0, reg).is_some_and(|va| !canonical(va))
-    });
-    noncanonical.then(|| {
+    let (x, y) = (blamed(&a.end)?, blamed(&b.end)?);
+    (x != y).then(|| {
         format!(
-            "#GP re-derived by this host's KVM emulator ({}, non-canonical operand)",
-            format!("{:?}", i.mnemonic()).to_lowercase()
+            "both memory operands of {} fault: the CPU reports [{}], the other side [{}] (the order is implementation-specific)",
+            mnemonic(&i),
+            ops[x].0,
+            ops[y].0
         )
     })
 }
@@ -278,6 +331,8 @@ pub fn compare_one(kvm: &RunResult, emu: &RunResult, code: &[u8]) -> Option<Verd
                 .or_else(|| mxcsr_mask_only(a, b, code))
             {
                 Some(Verdict::HostError(why))
+            } else if let Some(why) = fault_order(a, b, code) {
+                Some(Verdict::ImplementationChoice(why))
             } else {
                 Some(Verdict::Mismatch { insn: 0, diffs: d })
             }
@@ -341,7 +396,7 @@ impl Tally {
             Verdict::Mismatch { .. } => self.mismatched += 1,
             Verdict::EmuError { .. } => self.emu_errors += 1,
             Verdict::Unimplemented { .. } => self.unimplemented += 1,
-            Verdict::HostError(_) => self.host_errors += 1,
+            Verdict::HostError(_) | Verdict::ImplementationChoice(_) => self.host_errors += 1,
         }
     }
 
@@ -382,7 +437,7 @@ impl Report {
                 }
                 *self.unimplemented.entry(m).or_default() += 1;
             }
-            Verdict::HostError(m) => {
+            Verdict::HostError(m) | Verdict::ImplementationChoice(m) => {
                 let key: String = m.chars().take(80).collect();
                 *self.host_errors.entry(key).or_default() += 1;
             }
@@ -572,6 +627,7 @@ pub fn describe(case: &Case, v: &Verdict) -> String {
         Verdict::EmuError { insn, msg } => (*insn, vec![format!("krr-emu error: {msg}")]),
         Verdict::Unimplemented { mnemonic } => (0, vec![format!("unimplemented: {mnemonic}")]),
         Verdict::HostError(m) => (0, vec![format!("host: {m}")]),
+        Verdict::ImplementationChoice(m) => (0, vec![format!("implementation-specific: {m}")]),
         Verdict::Pass => (0, Vec::new()),
     };
     let _ = writeln!(s, "MISMATCH {} ({} instructions)", case.name, case.insns.len());
@@ -675,10 +731,60 @@ mod tests {
         ));
         let mut r = Report::default();
         let c = Case::new("fam", "a");
+        r.record(&c, &Verdict::ImplementationChoice("x".into()));
+        assert_eq!(r.total().host_errors, 1);
+        let mut r = Report::default();
         r.record(&c, &Verdict::Unimplemented { mnemonic: "pxor xmm0,xmm0".into() });
         r.record(&c, &Verdict::Pass);
         assert_eq!(r.unimplemented.get("pxor"), Some(&1));
         let t = r.total();
         assert_eq!((t.cases, t.passed, t.unimplemented, t.failed()), (2, 1, 1, 0));
+    }
+
+    /// Both CMPS operands fault: either report is right, anything else still is a mismatch.
+    #[test]
+    fn which_of_two_faulting_operands_is_reported_is_not_a_mismatch() {
+        let fault = |vector, error_code, cr2| {
+            let mut o = outcome();
+            o.end = End::Exception { vector, error_code: Some(error_code), cr2 };
+            o.gprs[6] = 0x1b;
+            o.gprs[7] = 0x3000;
+            o
+        };
+        let (rsi, rdi) = (fault(14, 4, Some(0x1b)), fault(14, 5, Some(0x3000)));
+        let choice =
+            |a: &Outcome, b: &Outcome, code: &[u8]| compare_one(&Ok(a.clone()), &Ok(b.clone()), code);
+        let cmpsb = [0xa6];
+        let repe_cmpsq = [0xf3, 0x48, 0xa7];
+        for code in [&cmpsb[..], &repe_cmpsq[..], &[0xa4]] {
+            let v = choice(&rsi, &rdi, code);
+            assert!(matches!(&v, Some(Verdict::ImplementationChoice(m)) if m.contains("[rsi]")), "{v:?}");
+            assert!(matches!(choice(&rdi, &rsi, code), Some(Verdict::ImplementationChoice(_))));
+        }
+        // Inside the element (a quadword at 0x1b reaches 0x22), not past it.
+        assert!(matches!(
+            choice(&fault(14, 4, Some(0x22)), &rdi, &repe_cmpsq),
+            Some(Verdict::ImplementationChoice(_))
+        ));
+        assert!(matches!(
+            choice(&fault(14, 4, Some(0x23)), &rdi, &repe_cmpsq),
+            Some(Verdict::Mismatch { .. })
+        ));
+        assert!(matches!(choice(&fault(14, 4, Some(0x1c)), &rdi, &cmpsb), Some(Verdict::Mismatch { .. })));
+        // Another address, another register state, one memory operand, the same operand twice: mismatches.
+        assert!(matches!(choice(&fault(14, 4, Some(0x5000)), &rdi, &cmpsb), Some(Verdict::Mismatch { .. })));
+        let mut moved = rsi.clone();
+        moved.gprs[1] = 1;
+        assert!(matches!(choice(&moved, &rdi, &cmpsb), Some(Verdict::Mismatch { .. })));
+        let mov_rax_rsi = [0x48, 0x8b, 0x06];
+        assert!(matches!(choice(&rsi, &rdi, &mov_rax_rsi), Some(Verdict::Mismatch { .. })));
+        assert!(matches!(choice(&rsi, &fault(14, 5, Some(0x1b)), &cmpsb), Some(Verdict::Mismatch { .. })));
+        // #GP(0) for a non-canonical [RSI] against a #PF on [RDI].
+        let mut gp = fault(13, 0, None);
+        gp.gprs[6] = 0x8000_0000_0000_0000;
+        let mut pf = fault(14, 5, Some(0x3000));
+        pf.gprs[6] = gp.gprs[6];
+        assert!(matches!(choice(&gp, &pf, &cmpsb), Some(Verdict::ImplementationChoice(_))));
+        assert!(matches!(choice(&fault(13, 0, None), &rdi, &cmpsb), Some(Verdict::Mismatch { .. })));
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use krr_difftest::case::Case;
 use krr_difftest::compare::{check, compare_one, describe, flag_names, Report, Runner, Verdict};
-use krr_difftest::emu::EmuRunner;
+use krr_difftest::emu::{host_cpu_description, EmuRunner};
 use krr_difftest::golden::{self, Golden};
 use krr_difftest::kvm::{KvmError, KvmRunner};
 use krr_difftest::{corpus, gen};
@@ -190,21 +190,6 @@ fn kvm_only(all: &[Case], kvm: &mut KvmRunner) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// The host CPU as a golden file names it: model name, family and model.
-fn host_cpu_description() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
-        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let r = std::arch::x86_64::__cpuid(1);
-    let (fam, base_model, ext_model) = ((r.eax >> 8) & 0xf, (r.eax >> 4) & 0xf, (r.eax >> 16) & 0xf);
-    let ext_fam = (r.eax >> 20) & 0xff;
-    let family = if fam == 0xf { fam + ext_fam } else { fam };
-    let model_no = if fam == 6 || fam == 0xf { (ext_model << 4) | base_model } else { base_model };
-    format!("{model} ({}, family {family:#x} model {model_no:#x})", Vendor::host_cpuid_vendor())
 }
 
 fn main() -> ExitCode {
