@@ -2,8 +2,8 @@
  * the process's address space (touching their "stable" pages and calling sched_yield) while the
  * main thread, pinned to the first CPU, changes a "victim" range they have just touched: munmap +
  * mmap(MAP_FIXED), mprotect(PROT_READ) and back, madvise(MADV_DONTNEED) - 16 rounds of each
- * (krr's guest kernel has no CONFIG_ADVISE_SYSCALLS: madvise fails with ENOSYS there, and the zap
- * is a MAP_FIXED mapping over the range instead; the step line says which). After each change the
+ * (on a kernel without CONFIG_ADVISE_SYSCALLS madvise fails with ENOSYS, and the zap is a
+ * MAP_FIXED mapping over the range instead; the step line says which). After each change the
  * threads are released to touch the victim pages again and check what they find (zeros after a
  * zap, their previous marker after mprotect); nothing ever faults on an unmapped page: the threads
  * only touch the victim range between the main thread's announcements.
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
         case 1: /* writable again, then zap the pages */
             bad_op += mprotect(victim, vlen, PROT_READ | PROT_WRITE) != 0;
             if (madv && madvise(victim, vlen, MADV_DONTNEED) != 0) {
-                /* Linux built without CONFIG_ADVISE_SYSCALLS (krr's guest): ENOSYS. */
+                /* Linux built without CONFIG_ADVISE_SYSCALLS: ENOSYS. */
                 bad_op += errno != ENOSYS;
                 madv = 0;
             }

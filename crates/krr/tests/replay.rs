@@ -68,6 +68,27 @@ fn workloads_replay_without_divergence() {
     }
 }
 
+/// The accessed and dirty bits the CPU sets in user PTEs while user code runs exist only in the
+/// recording (replay skips user code). `ptebits` makes the kernel read them through smaps,
+/// pagemap, clear_refs, /proc/self/mem (GUP) and madvise (MADV_COLD/PAGEOUT/FREE): every such
+/// read must be a logged PTE read, or the kernel takes other paths in replay (the soak issue's
+/// /proc reader diverged so, in `smaps_pte_entry`).
+#[test]
+fn kernel_reads_of_user_pte_access_bits_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("ptebits");
+    record(&trace, "ptebits");
+    let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
+    let ptes = events.iter().filter(|e| matches!(e, Event::PteRead { .. })).count();
+    assert!(ptes > 5_000, "the walks read user PTEs through the hook: {ptes} PTE reads");
+    let out = replay(&trace, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = summary(&out);
+    assert_eq!(s["diverged"], false, "{s}");
+    assert_eq!(s["console_match"], true, "{s}");
+    assert_eq!(s["events"], events.len() as u64, "every event consumed: {s}");
+}
+
 /// A kernel that panics: the panic messages, the call trace and the panic hook replay like any
 /// other kernel code.
 #[test]

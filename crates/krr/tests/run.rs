@@ -74,9 +74,10 @@ fn two_vcpus_come_up() {
 #[test]
 fn boundary_workloads_pass() {
     // Each workload checks its own results and exits non-zero on any failed check.
-    for w in
-        ["fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault"]
-    {
+    for w in [
+        "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "ptebits", "epoll",
+        "efault",
+    ] {
         let r = krr_run(&["--accel", "emu"], &[&format!("/bin/{w}")]);
         assert_eq!(r.code, 0, "{w}: {}\n{}", r.stderr, r.stdout);
     }
