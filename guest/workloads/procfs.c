@@ -7,15 +7,7 @@ static char buf[65536];
 
 static ssize_t slurp(const char *path)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t total = 0, r;
-    while ((r = read(fd, buf + total, sizeof buf - 1 - (size_t)total)) > 0)
-        total += r;
-    close(fd);
-    buf[total] = 0;
-    return r < 0 ? -1 : total;
+    return wl_slurp(path, buf, sizeof buf);
 }
 
 static long field(const char *key)

@@ -25,15 +25,7 @@ static char text[65536];
 
 static ssize_t slurp(const char *path)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t total = 0, r;
-    while ((r = read(fd, text + total, sizeof text - 1 - (size_t)total)) > 0)
-        total += r;
-    close(fd);
-    text[total] = 0;
-    return r < 0 ? -1 : total;
+    return wl_slurp(path, text, sizeof text);
 }
 
 /* Sum of a "Key:   N kB" field over every mapping in text. */

@@ -5,6 +5,7 @@
 #define KRR_WL_H
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,20 @@ static void wl_step(const char *fmt, ...)
     vprintf(fmt, ap);
     va_end(ap);
     printf("\n");
+}
+
+/* Reads the file at path into buf (at most size - 1 bytes, then a NUL): its length, or -1. */
+static inline ssize_t wl_slurp(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t total = 0, r;
+    while ((r = read(fd, buf + total, size - 1 - (size_t)total)) > 0)
+        total += r;
+    close(fd);
+    buf[total] = 0;
+    return r < 0 ? -1 : total;
 }
 
 static int wl_end(void)

@@ -40,6 +40,22 @@ fn summary(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
 }
 
+fn events_of(trace: &Path) -> Vec<Event> {
+    TraceReader::open(trace).unwrap().events().map(|e| e.unwrap().event).collect()
+}
+
+/// Replays `trace` (`what` names it in failures): exit 0, no divergence, the same console and
+/// all of its `events` consumed. Returns the JSON summary.
+fn replays_in_full(trace: &Path, events: usize, what: &str) -> serde_json::Value {
+    let out = replay(trace, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out.stderr));
+    let s = summary(&out);
+    assert_eq!(s["diverged"], false, "{what}: {s}");
+    assert_eq!(s["console_match"], true, "{what}: {s}");
+    assert_eq!(s["events"], events as u64, "{what}: every event consumed: {s}");
+    s
+}
+
 #[test]
 fn workloads_replay_without_divergence() {
     let tmp = tempfile::tempdir().unwrap();
@@ -49,14 +65,8 @@ fn workloads_replay_without_divergence() {
     ] {
         let trace = tmp.path().join(w);
         record(&trace, w);
-        let out = replay(&trace, &["--json"]);
-        assert_eq!(out.status.code(), Some(0), "{w}: {}", text(&out.stderr));
-        let s = summary(&out);
-        assert_eq!(s["diverged"], false, "{w}: {s}");
-        assert_eq!(s["console_match"], true, "{w}: {s}");
-        let events: Vec<Event> =
-            TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
-        assert_eq!(s["events"], events.len() as u64, "{w}: every event consumed: {s}");
+        let events = events_of(&trace);
+        let s = replays_in_full(&trace, events.len(), w);
         if w == "signals" {
             // arch_prctl(ARCH_GET_FS) reads an MSR the emulator keeps itself; the hook consumed it.
             assert!(
@@ -78,15 +88,10 @@ fn kernel_reads_of_user_pte_access_bits_replay() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("ptebits");
     record(&trace, "ptebits");
-    let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
+    let events = events_of(&trace);
     let ptes = events.iter().filter(|e| matches!(e, Event::PteRead { .. })).count();
     assert!(ptes > 5_000, "the walks read user PTEs through the hook: {ptes} PTE reads");
-    let out = replay(&trace, &["--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s = summary(&out);
-    assert_eq!(s["diverged"], false, "{s}");
-    assert_eq!(s["console_match"], true, "{s}");
-    assert_eq!(s["events"], events.len() as u64, "every event consumed: {s}");
+    replays_in_full(&trace, events.len(), "ptebits");
 }
 
 /// A kernel that panics: the panic messages, the call trace and the panic hook replay like any
@@ -97,13 +102,8 @@ fn a_panic_replays_to_the_end() {
     let trace = tmp.path().join("panic");
     let rec = common::record_emu(&trace, "panic");
     assert_eq!(rec.status.code(), Some(125), "the guest was meant to panic: {}", text(&rec.stderr));
-    let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
-    let out = replay(&trace, &["--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s = summary(&out);
-    assert_eq!(s["diverged"], false, "{s}");
-    assert_eq!(s["console_match"], true, "{s}");
-    assert_eq!(s["events"], events.len() as u64, "every event consumed: {s}");
+    let events = events_of(&trace);
+    replays_in_full(&trace, events.len(), "panic");
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn replay_is_deterministic_and_checks_inputs() {
     assert_eq!(a["digest"], b["digest"]);
     assert!(a["digest"].is_string(), "{a}");
 
-    let events: Vec<Event> = TraceReader::open(&trace).unwrap().events().map(|e| e.unwrap().event).collect();
+    let events = events_of(&trace);
     let find = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).map(|i| i as u64).unwrap();
 
     // An interrupt moved to another position: replay never finds it there.
