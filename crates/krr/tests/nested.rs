@@ -41,7 +41,7 @@ fn record(name: String, smp: u32, w: &str) -> Entry {
     (name, Check::Record { smp, workload: w.to_string() })
 }
 
-/// One pass: the 11 one-vCPU workloads, the six multi-core ones at two vCPUs, smp-mix at four.
+/// One pass: the 12 one-vCPU workloads, the six multi-core ones at two vCPUs, smp-mix at four.
 fn one_pass() -> Vec<Entry> {
     let mut v: Vec<Entry> = ONE_VCPU.iter().map(|w| record(w.to_string(), 1, w)).collect();
     v.extend(SMP.iter().map(|w| record(format!("{w}-2"), 2, w)));
@@ -80,7 +80,8 @@ fn ci() -> Vec<Entry> {
 }
 
 const ONE_VCPU: &[&str] = &[
-    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "epoll", "efault",
+    "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "ptebits",
+    "epoll", "efault",
 ];
 const SMP: &[&str] = &["smp-futex", "smp-tmpfs", "smp-pipes", "smp-munmap", "smp-affinity", "smp-mix"];
 
