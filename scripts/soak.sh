@@ -49,8 +49,8 @@ for e in "${entries[@]}"; do
     t="$out/$name"
     rm -rf "$t"
     s=$(date +%s.%N)
-    # shellcheck disable=SC2086
     set +e
+    # shellcheck disable=SC2086 # $opts holds several options
     "$krr" record --accel emu --quiet -o "$t" $opts -- /bin/sh -c "$cmd" >"$t.record.log" 2>&1
     rc=$?
     set -e

@@ -1,7 +1,6 @@
 /* procfs: reads /proc/self/{status,maps,cmdline,stat}, /proc/{cpuinfo,meminfo,uptime,cmdline,
  * version,interrupts,filesystems} and /sys, checking a few fields. */
 #include "wl.h"
-#include <fcntl.h>
 
 static char buf[65536];
 

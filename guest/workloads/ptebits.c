@@ -4,9 +4,8 @@
  * mapping in a pattern that changes every round, then makes the kernel look at the bits:
  * /proc/self/smaps and smaps_rollup (Referenced, Private_Dirty), /proc/self/pagemap,
  * /proc/self/clear_refs, /proc/self/mem (GUP with FOLL_TOUCH), madvise MADV_COLD,
- * MADV_PAGEOUT and MADV_FREE, and write faults on clean writable pages (the A/D fix-up). */
+ * MADV_PAGEOUT and MADV_FREE. */
 #include "wl.h"
-#include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
 

@@ -243,12 +243,13 @@ fn gp_rederived(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     })
 }
 
-/// When both memory operands of an instruction fault (CMPS, MOVS), which fault the CPU reports is the
-/// implementation's choice, and CPUs differ: the AMD EPYC that krr-emu's AMD profile was measured on
-/// reports [RSI] for REPE CMPSB and [RDI] for the other CMPS forms, while the AMD EPYC host of one of
-/// this project's CI runs reported [RSI] for every CMPS form. So when `a` and `b` differ only in that they blame
-/// different memory operands of the faulting instruction (a #PF inside one operand, or #GP(0)/#SS(0)
-/// for the one non-canonical operand), returns a description: the architecture allows both.
+/// When both memory operands of an instruction fault (CMPS, MOVS), which fault the CPU reports is
+/// the implementation's choice, and CPUs differ: the AMD EPYC that krr-emu's AMD profile was
+/// measured on reports [RSI] for REPE CMPSB and [RDI] for the other CMPS forms, while the AMD EPYC
+/// host of one of this project's CI runs reported [RSI] for every CMPS form. So when `a` and `b`
+/// differ only in that they blame different memory operands of the faulting instruction (a #PF
+/// inside one operand, or #GP(0)/#SS(0) for the one non-canonical operand), returns a
+/// description: the architecture allows both.
 fn fault_order(a: &Outcome, b: &Outcome, code: &[u8]) -> Option<String> {
     if a.end == b.end || (Outcome { end: b.end.clone(), ..a.clone() }) != *b {
         return None;
