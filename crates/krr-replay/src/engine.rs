@@ -24,6 +24,7 @@ use std::rc::Rc;
 use krr_emu::{Cpu, CpuidResult, EmuError, FlatMemory, GuestMemory, Platform, PlatformStop, RunExit, SegReg};
 use krr_trace::{Event, Regs};
 
+use crate::events::{EventRef, Events};
 use crate::hooks::{Hook, Hooks};
 use crate::load::virt_to_phys;
 use crate::report::Divergence;
@@ -69,9 +70,11 @@ pub struct Outcome {
 
 /// Where the log is, and the inputs the instructions ask for.
 struct Log<'a> {
-    events: &'a [Event],
+    events: &'a Events,
     /// Index of the next event to consume.
     cursor: usize,
+    /// The event at `cursor` when last looked at (an index and the event).
+    head: Option<(usize, EventRef)>,
     /// Sequence number of the next ring event (every event but console markers and the end).
     seq: u64,
     console: Vec<u8>,
@@ -98,10 +101,11 @@ struct Log<'a> {
 }
 
 impl<'a> Log<'a> {
-    fn new(events: &'a [Event], irq_rip: Rc<Cell<u64>>) -> Self {
+    fn new(events: &'a Events, irq_rip: Rc<Cell<u64>>) -> Self {
         Log {
             events,
             cursor: 0,
+            head: None,
             seq: 0,
             console: Vec::new(),
             divergence: None,
@@ -143,7 +147,10 @@ impl<'a> Log<'a> {
     /// Skip console markers; the next event that is an input.
     fn peek(&mut self) -> Option<&Event> {
         loop {
-            match self.events.get(self.cursor) {
+            if self.head.as_ref().is_none_or(|(i, _)| *i != self.cursor) {
+                self.head = self.events.get(self.cursor).map(|e| (self.cursor, e));
+            }
+            match self.head.as_ref().map(|(_, e)| &**e) {
                 Some(Event::Console { .. }) => self.cursor += 1,
                 Some(_) if self.pre.remove(&self.cursor) => {
                     self.cursor += 1;
@@ -152,7 +159,7 @@ impl<'a> Log<'a> {
                 _ => break,
             }
         }
-        self.events.get(self.cursor)
+        self.head.as_ref().map(|(_, e)| &**e)
     }
 
     /// The event a hook must consume: the next one if `want` matches it; or, when the log puts
@@ -170,8 +177,8 @@ impl<'a> Log<'a> {
         }
         kernel_irq_rip(&first, me)?;
         let mut seq = self.seq;
-        for j in self.cursor..self.events.len() {
-            let e = &self.events[j];
+        for (j, e) in (self.cursor..).zip(self.events.iter_from(self.cursor)) {
+            let e = &*e;
             if self.pre.contains(&j) || matches!(e, Event::Console { .. }) {
                 if !matches!(e, Event::Console { .. }) {
                     seq += 1;
@@ -434,8 +441,6 @@ pub struct Replayer<'a> {
     mem: FlatMemory,
     /// Every other vCPU, by number (`None` at the running one, whose number is `Log::vcpu`).
     parked: Vec<Option<Parked>>,
-    /// Each vCPU's event indices (console markers left out), to find its next event.
-    by_vcpu: Vec<Vec<usize>>,
     /// The running vCPU changed at the last boundary (its first instruction is not stepped over).
     switched: bool,
     /// Acquire spins the running vCPU went through without parking while another vCPU's event
@@ -443,7 +448,7 @@ pub struct Replayer<'a> {
     /// while the log says another one runs has diverged (else replay would spin forever).
     idle_spins: (usize, u64),
     hooks: Hooks,
-    events: &'a [Event],
+    events: &'a Events,
     open_reads: HashMap<u64, OpenRead>,
     /// The user-mode entry just made, checked when the agent logs it.
     injected: Option<Event>,
@@ -471,19 +476,10 @@ const SLICE: u64 = 1 << 20;
 
 impl<'a> Replayer<'a> {
     /// `cpus[i]` is vCPU i of the start snapshot.
-    pub fn new(mut cpus: Vec<Cpu>, mem: FlatMemory, hooks: Hooks, events: &'a [Event]) -> Self {
+    pub fn new(mut cpus: Vec<Cpu>, mem: FlatMemory, hooks: Hooks, events: &'a Events) -> Self {
         assert!(!cpus.is_empty(), "a machine has at least one vCPU");
         let start_icount = cpus.iter().map(|c| c.icount).collect();
         let cpu = cpus.remove(0);
-        let n = cpus.len() + 1;
-        let mut by_vcpu = vec![Vec::new(); n];
-        for (i, e) in events.iter().enumerate() {
-            if !matches!(e, Event::Console { .. }) {
-                if let Some(v) = by_vcpu.get_mut(e.vcpu() as usize) {
-                    v.push(i);
-                }
-            }
-        }
         let mut parked = vec![None];
         // Classified by `start` once the start event names the running vCPU.
         parked.extend(cpus.into_iter().map(|cpu| Some(Parked { cpu, park: Park::User })));
@@ -491,7 +487,6 @@ impl<'a> Replayer<'a> {
             cpu,
             mem,
             parked,
-            by_vcpu,
             switched: false,
             idle_spins: (usize::MAX, 0),
             hooks,
@@ -747,8 +742,14 @@ impl<'a> Replayer<'a> {
         if self.idle_spins.1 < MAX_IDLE_SPINS {
             return Ok(());
         }
-        let mine =
-            next.map_or_else(|| "none".to_string(), |j| format!("{} (event {j})", describe(&self.events[j])));
+        let mine = next.map_or_else(
+            || "none".to_string(),
+            |j| {
+                self.events
+                    .get(j)
+                    .map_or_else(|| format!("event {j}"), |e| format!("{} (event {j})", describe(&e)))
+            },
+        );
         let exp = log.expected();
         Err(self.divergence(
             log,
@@ -766,9 +767,10 @@ impl<'a> Replayer<'a> {
 
     /// The index of vCPU `v`'s next event at or after the cursor, if any.
     fn next_of(&self, log: &Log<'_>, v: u32) -> Option<usize> {
-        let list = self.by_vcpu.get(v as usize)?;
-        let at = list.partition_point(|&i| i < log.cursor);
-        list[at..].iter().copied().find(|i| !log.pre.contains(i))
+        if v as usize >= self.parked.len() {
+            return None;
+        }
+        self.events.next_of(v, log.cursor, |i| log.pre.contains(&i))
     }
 
     /// The halted vCPU resumes: the next event must be the interrupt that woke it here.
@@ -1305,7 +1307,14 @@ impl<'a> Replayer<'a> {
                 let pos = self.krr_pos();
                 let next = self.next_of(log, log.vcpu);
                 let j = match next {
-                    Some(j) if matches!(self.events[j], Event::LockHandoff { pos: p, .. } if p == pos) => j,
+                    Some(j)
+                        if self
+                            .events
+                            .get(j)
+                            .is_some_and(|e| matches!(*e, Event::LockHandoff { pos: p, .. } if p == pos)) =>
+                    {
+                        j
+                    }
                     _ => return self.count_idle_spin(log, pos, next),
                 };
                 if log.peek_index() == j {
@@ -1367,13 +1376,15 @@ impl<'a> Replayer<'a> {
             event_index: index,
             vcpu: log.vcpu,
             what,
-            expected: self.events.get(log.cursor).cloned(),
+            expected: self.events.get(log.cursor).map(|e| Event::clone(&e)),
             rip: self.cpu.rip,
             gpr: self.cpu.gpr,
             rflags: self.cpu.rflags,
             krr_pos: self.krr_pos(),
             instructions: self.instructions(),
-            recent: (from..to).map(|i| (i as u64, self.events[i].clone())).collect(),
+            recent: (from..to)
+                .filter_map(|i| Some((i as u64, Event::clone(&*self.events.get(i)?))))
+                .collect(),
         })
     }
 }
@@ -1535,7 +1546,12 @@ mod tests {
     fn lookahead(code: &[u8]) -> (Option<u64>, Replayer<'static>) {
         let (cpu, mem) = machine(code);
         let regs = regs_of(&cpu);
-        let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &[]);
+        let mut r = Replayer::new(
+            vec![cpu],
+            mem,
+            Hooks::none(0, 0xdead_0000),
+            Box::leak(Box::new(Events::from(vec![]))),
+        );
         let before = r.digest();
         let found = r.ambiguous(7, &regs);
         assert_eq!(r.digest(), before, "the look-ahead leaves the machine as it found it");
@@ -1553,7 +1569,7 @@ mod tests {
         cpu.step(&mut FlatMemory::clone(&mem), &mut plat).unwrap();
         assert!(cpu.interrupt_shadow, "STI opens a one-instruction shadow");
         let regs = regs_of(&cpu);
-        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let events = Events::from(vec![Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }]);
         let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(regs.rip)));
         r.at_interrupt_point(&mut log).unwrap();
@@ -1575,7 +1591,7 @@ mod tests {
         assert_eq!(regs.rip, CODE + 1);
         cpu.step(&mut m, &mut plat).unwrap();
         assert!(cpu.halted && cpu.rip == CODE + 2, "HLT ran");
-        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }];
+        let events = Events::from(vec![Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs }]);
         let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(0)));
         r.wake(&mut log).unwrap();
@@ -1586,7 +1602,8 @@ mod tests {
         let mut m = FlatMemory::clone(&mem);
         cpu.step(&mut m, &mut plat).unwrap();
         cpu.step(&mut m, &mut plat).unwrap();
-        let events = [Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs: regs_of(&cpu) }];
+        let events =
+            Events::from(vec![Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs: regs_of(&cpu) }]);
         let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(0)));
         r.wake(&mut log).unwrap();
@@ -1598,7 +1615,7 @@ mod tests {
     /// one vCPU of a one-vCPU recording that powered off may not ask for more.
     #[test]
     fn after_the_last_event_a_multi_core_vcpu_may_stop_anywhere() {
-        let end = [Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff }];
+        let end = Events::from(vec![Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff }]);
         for multi in [true, false] {
             let (cpu, mem) = machine(&[0x90, 0xf4]);
             let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::Rdtsc);
@@ -1618,7 +1635,7 @@ mod tests {
     /// an end event already taken asks the same of nobody (the run loop stopped there).
     #[test]
     fn after_the_last_event_of_an_unsealed_log_any_vcpu_may_stop() {
-        let rdtsc = [Event::Rdtsc { vcpu: 0, tsc: 7, aux: None }];
+        let rdtsc = Events::from(vec![Event::Rdtsc { vcpu: 0, tsc: 7, aux: None }]);
         for multi in [true, false] {
             let (cpu, mem) = machine(&[0x90, 0xf4]);
             let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::Rdtsc);
@@ -1630,10 +1647,10 @@ mod tests {
             assert!(log.input("IN 0x3fd", |e| matches!(e, Event::PortRead { .. })).is_err());
             assert!(log.over && log.divergence.is_none(), "multi-core: {multi}");
         }
-        let sealed = [
+        let sealed = Events::from(vec![
             Event::Rdtsc { vcpu: 0, tsc: 7, aux: None },
             Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff },
-        ];
+        ]);
         let mut log = Log::new(&sealed, Rc::new(Cell::new(0)));
         log.take();
         assert!(!log.ends_here(), "the end event is still to come");
@@ -1652,7 +1669,7 @@ mod tests {
         cpu.gpr[6] = raw;
         let mut regs = regs_of(&cpu);
         regs.gpr[6] = seen;
-        let events = [Event::Interrupt { vcpu: 0, vector: 0xec, pos: 7, regs }];
+        let events = Events::from(vec![Event::Interrupt { vcpu: 0, vector: 0xec, pos: 7, regs }]);
         let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::PteRead);
         let mut r = Replayer::new(vec![cpu], mem, hooks, &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(CODE)));
@@ -1675,7 +1692,8 @@ mod tests {
         ] {
             let (cpu, mut mem) = machine(&[0x90, 0xf4]);
             assert!(mem.write(DATA, &raw.to_le_bytes()));
-            let events = [Event::PteRead { vcpu: 0, addr: PAGE_OFFSET + DATA, value: logged }];
+            let events =
+                Events::from(vec![Event::PteRead { vcpu: 0, addr: PAGE_OFFSET + DATA, value: logged }]);
             let mut r = Replayer::new(vec![cpu], mem, Hooks::none(0, 0xdead_0000), &events);
             let mut log = Log::new(&events, Rc::new(Cell::new(0)));
             r.accessed_dirty_ahead(&mut log);
@@ -1692,10 +1710,10 @@ mod tests {
     fn an_interrupt_at_a_hook_comes_before_the_hook() {
         let (cpu, mem) = machine(&[0x90, 0xf4]);
         let regs = regs_of(&cpu);
-        let events = [
+        let events = Events::from(vec![
             Event::Interrupt { vcpu: 0, vector: 0x30, pos: 7, regs },
             Event::End { vcpu: 0, reason: krr_trace::EndReason::Poweroff },
-        ];
+        ]);
         let hooks = Hooks::one(0, 0xdead_0000, CODE, crate::hooks::Hook::UserReadEnd);
         let mut r = Replayer::new(vec![cpu], mem, hooks, &events);
         let mut log = Log::new(&events, Rc::new(Cell::new(CODE)));

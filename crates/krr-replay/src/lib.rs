@@ -2,12 +2,14 @@
 //! from the trace's start snapshot, and proves it is the recorded execution by checking every
 //! logged event as the kernel reaches it (docs/replay.md).
 //!
+//! - `events`: the trace's events by index, a few decoded blocks in memory at a time;
 //! - `load`: the trace, the kernel check, the start snapshot as an emulated machine;
 //! - `hooks`: where the guest agent's functions are;
 //! - `engine`: the replay loop and the [`krr_emu::Platform`] that feeds the logged inputs;
 //! - `report`: the divergence report.
 
 pub mod engine;
+pub mod events;
 pub mod hooks;
 mod kvm_state;
 pub mod load;
@@ -16,6 +18,7 @@ pub mod report;
 use std::path::PathBuf;
 
 pub use engine::{Checkpoint, Outcome, Replayer, Session, Stop, Watch};
+pub use events::{EventRef, Events};
 pub use hooks::Hooks;
 pub use load::{check_kernel, cpu_profile, load_snapshot, load_trace, Trace};
 pub use report::Divergence;

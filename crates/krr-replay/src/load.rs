@@ -4,17 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use krr_emu::{Cpu, FlatMemory, GuestMemory, Vendor};
-use krr_trace::{Event, Header, TraceReader};
+use krr_trace::{Header, TraceReader};
 use krr_vmm::snapshot::{decode_cpu, decode_memory, SnapshotFile, SnapshotMeta};
 
-use crate::ReplayError;
+use crate::{Events, ReplayError};
 
 /// Everything replay needs from a trace directory.
 #[derive(Debug)]
 pub struct Trace {
     pub dir: PathBuf,
     pub header: Header,
-    pub events: Vec<Event>,
+    /// The events before any damage, read a block at a time.
+    pub events: Events,
     /// The console bytes recorded from the start.
     pub console: Vec<u8>,
     /// Whether the recorder sealed the trace.
@@ -23,26 +24,16 @@ pub struct Trace {
     pub damage: Option<String>,
 }
 
-/// Read the header, every intact event and the console of the trace in `dir`.
+/// Read the header and the console of the trace in `dir`, and index its intact events.
 pub fn load_trace(dir: &Path) -> Result<Trace, ReplayError> {
-    let mut r = TraceReader::open(dir)?;
+    let r = TraceReader::open(dir)?;
     let header = r.header().clone();
     let complete = r.is_complete();
-    let mut events = Vec::new();
-    let mut damage = None;
-    for ev in r.events() {
-        match ev {
-            Ok(e) => events.push(e.event),
-            Err(e) => {
-                damage = Some(e.to_string());
-                break;
-            }
-        }
-    }
     let console = r.console()?;
     if header.snapshot.is_none() {
         return Err(ReplayError::NoSnapshot(dir.to_owned()));
     }
+    let (events, damage) = Events::open(r.into_stream());
     Ok(Trace { dir: dir.to_owned(), header, events, console, complete, damage })
 }
 

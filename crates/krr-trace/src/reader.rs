@@ -336,6 +336,11 @@ impl TraceReader {
         &mut self.events
     }
 
+    /// The events stream, for a reader that keeps it beyond the trace directory's other files.
+    pub fn into_stream(self) -> EventStream<BufReader<File>> {
+        self.events
+    }
+
     /// Iterate over all events.
     pub fn events(&mut self) -> EventIter<'_, BufReader<File>> {
         self.events.events_from(0)

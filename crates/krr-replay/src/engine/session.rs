@@ -218,7 +218,7 @@ impl<'a> Session<'a> {
     }
 
     /// The events replayed.
-    pub fn events(&self) -> &'a [Event] {
+    pub fn events(&self) -> &'a crate::Events {
         self.r.events
     }
 

@@ -55,11 +55,11 @@ fn console_difference(replayed: &[u8], traced: &[u8], whole: bool) -> Option<usi
 }
 
 /// The index of the console marker whose output contains byte `at` of the console.
-fn console_event(events: &[krr_trace::Event], at: usize) -> u64 {
+fn console_event(events: &krr_replay::Events, at: usize) -> u64 {
     let mut end = 0usize;
-    for (i, e) in events.iter().enumerate() {
-        if let krr_trace::Event::Console { len, .. } = e {
-            end += *len as usize;
+    for (i, e) in events.iter_from(0).enumerate() {
+        if let krr_trace::Event::Console { len, .. } = *e {
+            end += len as usize;
             if end > at {
                 return i as u64;
             }
@@ -122,6 +122,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     });
     if tty {
         eprintln!();
+    }
+    if let Some(e) = trace.events.error() {
+        anyhow::bail!("{}: {e}", args.trace.display());
     }
     let secs = started.elapsed().as_secs_f64();
     let (events, instructions, console_diff, diverged, digest) = match &result {
