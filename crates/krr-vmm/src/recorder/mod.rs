@@ -131,6 +131,10 @@ pub struct RecordSummary {
     pub console_bytes: u64,
     /// Times the guest filled its ring and the recorder drained it synchronously.
     pub ring_flushes: u64,
+    /// Ring bytes turned into events (records as the agent wrote them, before encoding).
+    pub ring_bytes: u64,
+    /// Time the recorder spent draining full rings, the guest waiting (total, longest).
+    pub flush_stall: (Duration, Duration),
     /// Inputs whose log slot was reserved but never filled (the kernel stopped inside them).
     pub unfinished_inputs: u64,
     pub snapshot_bytes: u64,
@@ -152,6 +156,8 @@ pub struct Recorder {
     started: bool,
     panicked: bool,
     flushes: u64,
+    ring_bytes: u64,
+    flush_stall: (Duration, Duration),
     console_sent: usize,
     last_sync: Instant,
     snapshot_bytes: u64,
@@ -171,6 +177,8 @@ impl Recorder {
             started: false,
             panicked: false,
             flushes: 0,
+            ring_bytes: 0,
+            flush_stall: (Duration::ZERO, Duration::ZERO),
             console_sent: 0,
             last_sync: Instant::now(),
             snapshot_bytes: 0,
@@ -221,9 +229,12 @@ impl Recorder {
         if used > self.ring.size - HEADER_SIZE {
             return Err(RecorderError::BadFlush { used });
         }
+        let t = Instant::now();
         self.take(used, read)?;
         self.consumed = 0;
         self.flushes += 1;
+        let stall = t.elapsed();
+        self.flush_stall = (self.flush_stall.0 + stall, self.flush_stall.1.max(stall));
         Ok(())
     }
 
@@ -276,6 +287,7 @@ impl Recorder {
             }
             other => other,
         })?;
+        self.ring_bytes += used - self.consumed;
         self.consumed = used;
         for r in std::mem::take(&mut self.records) {
             match r.body {
@@ -337,6 +349,8 @@ impl Recorder {
             event_bytes,
             console_bytes,
             ring_flushes: self.flushes,
+            ring_bytes: self.ring_bytes,
+            flush_stall: self.flush_stall,
             unfinished_inputs: unfinished,
             snapshot_bytes: self.snapshot_bytes,
         })

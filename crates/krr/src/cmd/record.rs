@@ -58,7 +58,7 @@ pub struct RecordArgs {
     pub snapshot_on_console: Option<String>,
     /// Resume a VM saved by `krr record --save-snapshot` and record from there (its backend,
     /// vCPUs, memory, ring and start point are the snapshot's; --accel is not looked at).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring", "smp", "mem"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["start", "from_boot", "ring", "smp", "mem", "add", "add_bin"])]
     pub from_snapshot: Option<PathBuf>,
     /// Guest memory reserved for the agent's log ring; the guest stops to hand it over when it
     /// is full.
@@ -142,6 +142,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         rec.ring_flushes,
         rec.end_reason,
     );
+    if rec.events > 0 && secs > 0.0 {
+        let (stall, longest) = rec.flush_stall;
+        eprintln!(
+            "krr record: throughput {:.0} events/s, {:.1} MB/s of ring records ({} bytes); ring flushes stalled the guest {:.1} ms in all, {:.2} ms at most",
+            rec.events as f64 / secs,
+            rec.ring_bytes as f64 / secs / 1e6,
+            rec.ring_bytes,
+            stall.as_secs_f64() * 1e3,
+            longest.as_secs_f64() * 1e3
+        );
+    }
     if rec.unfinished_inputs > 0 {
         eprintln!(
             "krr record: {} inputs were still being read when the recording ended",
