@@ -19,8 +19,10 @@ done
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages: the guest build installs its own (guest/build.sh); these are for krr itself and
-# its tests (gdb for the debugger tests, qemu-system-x86 for cross-checks and benchmarks only).
-pkgs=(build-essential pkg-config gdb qemu-system-x86)
+# its tests (gdb for the debugger tests, qemu-system-x86 for cross-checks and benchmarks only,
+# stress-ng: a dynamically linked third-party program the tests and the soak suite put into the
+# guest with --add-bin).
+pkgs=(build-essential pkg-config gdb qemu-system-x86 stress-ng)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -70,6 +70,7 @@ pub fn workload_config(dir: &Path, workload: &str, record: Option<PathBuf>, prof
         mem_bytes: 256 << 20,
         vmlinux: dir.join("vmlinux"),
         initrd: Some(dir.join("initramfs.cpio")),
+        initrd_extra: Vec::new(),
         cmdline: BASE_CMDLINE.into(),
         echo: Echo::Nothing,
         timeout: Some(Duration::from_secs(600)),

@@ -57,6 +57,8 @@ pub struct VmConfig {
     pub mem_bytes: u64,
     pub vmlinux: PathBuf,
     pub initrd: Option<PathBuf>,
+    /// A cpio archive appended to the initramfs (`--add`); empty for none.
+    pub initrd_extra: Vec<u8>,
     pub cmdline: String,
     /// What of the guest console to copy to stdout while it runs.
     pub echo: Echo,
@@ -261,6 +263,7 @@ fn boot_plan(cfg: &VmConfig, cmdline: &str) -> Result<BootPlan, BootError> {
     plan(&BootConfig {
         vmlinux: &cfg.vmlinux,
         initrd: cfg.initrd.as_deref(),
+        initrd_extra: &cfg.initrd_extra,
         cmdline,
         mem_bytes: cfg.mem_bytes,
         vcpus: cfg.vcpus,

@@ -94,6 +94,38 @@ fn kernel_reads_of_user_pte_access_bits_replay() {
     replays_in_full(&trace, events.len(), "ptebits");
 }
 
+/// What a user brings: a host directory (`--add`) and a program from a Debian package with its
+/// 26 shared libraries and ELF interpreter (`--add-bin stress-ng`; scripts/setup.sh installs
+/// it), put into the guest in an archive appended to the initramfs. The recording runs them
+/// and replays in full.
+#[test]
+fn added_files_and_a_dynamically_linked_debian_program_record_and_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/note.txt"), "written on the host\n").unwrap();
+    let trace = tmp.path().join("stress-ng");
+    let add = format!("{}:/root/data", data.display());
+    let out = common::record_emu_with(
+        &trace,
+        &["--add", &add, "--add-bin", "stress-ng"],
+        &["/bin/sh", "-c", "cat /root/data/sub/note.txt && stress-ng --fork 1 --fork-ops 50 --metrics-brief"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "record: {stderr}");
+    let libs: u32 = stderr
+        .split(" shared objects")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary of the added files: {stderr}"));
+    assert!(libs >= 20, "stress-ng's libraries and interpreter were added: {libs}");
+    let console = String::from_utf8_lossy(&std::fs::read(trace.join("console")).unwrap()).into_owned();
+    assert!(console.contains("written on the host"), "{console}");
+    assert!(console.contains("successful run completed"), "{console}");
+    replays_in_full(&trace, events_of(&trace).len(), "stress-ng");
+}
+
 /// A kernel that panics: the panic messages, the call trace and the panic hook replay like any
 /// other kernel code.
 #[test]

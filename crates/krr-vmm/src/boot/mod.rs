@@ -5,6 +5,7 @@
 //! (Documentation/x86/boot.rst): no decompressor, `boot_params` in RSI, identity page tables,
 //! a flat GDT, interrupts off.
 
+pub mod cpio;
 mod elf;
 mod mptable;
 mod params;
@@ -78,6 +79,8 @@ pub struct BootPlan {
 pub struct BootConfig<'a> {
     pub vmlinux: &'a Path,
     pub initrd: Option<&'a Path>,
+    /// A cpio archive to append to the initramfs (files added with `--add`).
+    pub initrd_extra: &'a [u8],
     pub cmdline: &'a str,
     pub mem_bytes: u64,
     pub vcpus: u32,
@@ -123,8 +126,15 @@ pub fn plan(cfg: &BootConfig<'_>) -> Result<BootPlan, BootError> {
     }
     let mem = cfg.mem_bytes & !0xfff;
     let mut initrd_at = None;
-    if let Some(path) = cfg.initrd {
-        let data = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
+    if cfg.initrd.is_some() || !cfg.initrd_extra.is_empty() {
+        let mut data = match cfg.initrd {
+            Some(path) => std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?,
+            None => Vec::new(),
+        };
+        if !cfg.initrd_extra.is_empty() {
+            data.resize(data.len().next_multiple_of(4), 0);
+            data.extend_from_slice(cfg.initrd_extra);
+        }
         // Highest 2 MiB-aligned place that fits, above the kernel's image and below any
         // reserved range (the recorder's ring sits at the top of RAM).
         let top = cfg.reserved.iter().map(|r| r.0).filter(|&s| s > kernel.end).fold(mem, u64::min);

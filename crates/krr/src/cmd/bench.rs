@@ -127,6 +127,8 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         mem: 256 << 20,
         kernel: None,
         initrd: None,
+        add: Vec::new(),
+        add_bin: Vec::new(),
         append: String::new(),
         timeout: Some(args.timeout),
         quiet: true,

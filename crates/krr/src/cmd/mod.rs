@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod add;
 pub mod bench;
 pub mod doctor;
 pub mod dump;

@@ -22,7 +22,7 @@ pub struct RunArgs {
     pub save_snapshot: Option<PathBuf>,
     /// Resume a VM saved with --save-snapshot and run CMD in it, skipping the boot (on the
     /// backend that saved it).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["add", "add_bin"])]
     pub from_snapshot: Option<PathBuf>,
     /// Testing aid for the kvm backend: save the snapshot when the console shows TEXT instead
     /// of at init (for hosts whose KVM never reaches init).
@@ -52,6 +52,16 @@ pub struct VmArgs {
     /// Initramfs (cpio). Default: the cached guest build.
     #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// Put a host file or directory (recursively, modes and symlinks kept) into the guest at
+    /// GUEST, by default at /NAME (HOST's last component). Repeatable. The files go into a cpio
+    /// archive appended to the initramfs, so they live in guest RAM.
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    pub add: Vec<String>,
+    /// Put a program (a path, or a name looked up in PATH) into the guest at /usr/bin/NAME
+    /// (in the guest's PATH), with every shared library it loads and its ELF interpreter at their
+    /// host paths, found as ldd finds them. Repeatable.
+    #[arg(long, value_name = "PROG")]
+    pub add_bin: Vec<String>,
     /// Extra kernel command-line text.
     #[arg(long, default_value = "")]
     pub append: String,
@@ -96,6 +106,13 @@ impl VmArgs {
                 (dir.join("vmlinux"), Some(i.clone().unwrap_or_else(|| dir.join("initramfs.cpio"))))
             }
         };
+        let initrd_extra = match super::add::archive(initrd.as_deref(), &self.add, &self.add_bin)? {
+            Some((archive, summary)) => {
+                eprintln!("krr: {summary}");
+                archive
+            }
+            None => Vec::new(),
+        };
         // The command reaches the guest's init through the command port, not the kernel command
         // line, so one boot (and one snapshot) serves every command.
         let mut cmdline = BASE_CMDLINE.to_string();
@@ -109,6 +126,7 @@ impl VmArgs {
             mem_bytes: self.mem,
             vmlinux: kernel,
             initrd,
+            initrd_extra,
             cmdline,
             echo: if self.quiet { Echo::AfterInit } else { Echo::Everything },
             timeout: self.timeout.map(Duration::from_secs),
