@@ -770,7 +770,7 @@ impl<'a> Replayer<'a> {
         if v as usize >= self.parked.len() {
             return None;
         }
-        self.events.next_of(v, log.cursor, |i| log.pre.contains(&i))
+        self.events.next_of(v, log.cursor, log.pre.len(), |i| log.pre.contains(&i))
     }
 
     /// The halted vCPU resumes: the next event must be the interrupt that woke it here.

@@ -80,7 +80,9 @@ fn gdb_on(trace: &std::path::Path, script: &str) -> String {
     let log = tmp.path().join("gdb.out");
     let f = std::fs::File::create(&log).unwrap();
     let status = Command::new("gdb")
-        .args(["-batch", "-nx", "-iex", "set auto-load no", "-x"])
+        // A `monitor goto` far into a trace can take longer than gdb's default 2 s wait for a
+        // reply on a loaded machine.
+        .args(["-batch", "-nx", "-iex", "set auto-load no", "-iex", "set remotetimeout 30", "-x"])
         .arg(&file)
         .arg(&vmlinux)
         .stdout(f.try_clone().unwrap())
