@@ -126,6 +126,32 @@ fn added_files_and_a_dynamically_linked_debian_program_record_and_replay() {
     replays_in_full(&trace, events_of(&trace).len(), "stress-ng");
 }
 
+/// A reproducer compiled on the host (dynamically linked against the host's libc) and added
+/// with `--add-bin PATH`: it runs in the guest as `/usr/bin/NAME` and the recording replays.
+#[test]
+fn a_c_program_compiled_on_the_host_records_and_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("repro.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <unistd.h>\n#include <fcntl.h>\n\
+         int main(void) { char b[64]; int fd = open(\"/proc/self/stat\", O_RDONLY);\n\
+         ssize_t n = read(fd, b, sizeof b); printf(\"repro: read %zd bytes, pid %d\\n\", n, getpid());\n\
+         return n > 0 ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let bin = tmp.path().join("repro");
+    let cc =
+        std::process::Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).output().expect("run cc");
+    assert!(cc.status.success(), "cc: {}", text(&cc.stderr));
+    let trace = tmp.path().join("repro-trace");
+    let out = common::record_emu_with(&trace, &["--add-bin", bin.to_str().unwrap()], &["/usr/bin/repro"]);
+    assert_eq!(out.status.code(), Some(0), "record: {}", text(&out.stderr));
+    let console = String::from_utf8_lossy(&std::fs::read(trace.join("console")).unwrap()).into_owned();
+    assert!(console.contains("repro: read 64 bytes"), "{console}");
+    replays_in_full(&trace, events_of(&trace).len(), "repro");
+}
+
 /// A kernel that panics: the panic messages, the call trace and the panic hook replay like any
 /// other kernel code.
 #[test]
