@@ -156,7 +156,8 @@ impl Ctx<'_> {
         } else {
             (old_ss, old_esp)
         };
-        frame.push(self.cpu.rflags as u32 | if kind == EventKind::Fault { flags::RF as u32 } else { 0 });
+        let rf = kind == EventKind::Fault && !self.rflags_as_is;
+        frame.push(self.cpu.rflags as u32 | if rf { flags::RF as u32 } else { 0 });
         frame.push(u32::from(self.cpu.seg[SegReg::Cs as usize].selector));
         frame.push(ret_rip as u32);
         if let Some(code) = e.error_code {
@@ -273,8 +274,8 @@ impl Ctx<'_> {
         push(ret_rip);
         push(u64::from(self.cpu.seg[SegReg::Cs as usize].selector));
         // Faults push RF=1 so IRET does not re-trigger an instruction breakpoint (SDM 17.3.1.1).
-        let saved_flags =
-            if kind == EventKind::Fault { self.cpu.rflags | flags::RF } else { self.cpu.rflags };
+        let rf = kind == EventKind::Fault && !self.rflags_as_is;
+        let saved_flags = if rf { self.cpu.rflags | flags::RF } else { self.cpu.rflags };
         push(saved_flags);
         push(old_rsp);
         push(u64::from(old_ss.selector));
@@ -381,6 +382,24 @@ mod tests {
         assert_eq!(read_u64(&mem, cpu.gpr[4]), 0x81 * 8 + 2, "error code names the IDT entry");
         assert_eq!(read_u64(&mem, cpu.gpr[4] + 8), CODE, "fault returns to the INT");
         assert_ne!(read_u64(&mem, cpu.gpr[4] + 24) & flags::RF, 0, "faults push RF=1");
+    }
+
+    /// Replay injects a recorded user-mode fault with the recorded frame's RFLAGS image: RF as
+    /// the recording CPU pushed it (QEMU's emulated SVM pushes RF=0), not RF=1 added.
+    #[test]
+    fn an_injected_fault_pushes_rflags_as_it_is() {
+        for rf in [0, flags::RF] {
+            let (mut cpu, mut mem) = prepare(|a| a.nop());
+            make_user(&mut cpu);
+            cpu.gpr[4] = 0x5_0000;
+            cpu.rflags = flags::FIXED | flags::IF | flags::PF | rf;
+            cpu.inject_exception(&mut mem, &mut SimplePlatform::new(), 14, Some(4), Some(0x1234)).unwrap();
+            assert_eq!(cpu.cpl(), 0);
+            assert_eq!(cpu.cr2, 0x1234);
+            // Error code, RIP, CS, RFLAGS, RSP, SS.
+            assert_eq!(read_u64(&mem, cpu.gpr[4]), 4);
+            assert_eq!(read_u64(&mem, cpu.gpr[4] + 24), flags::FIXED | flags::IF | flags::PF | rf);
+        }
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) start_rip: u64,
     /// Set by REP string instructions that stopped early for a pending interrupt.
     pub(crate) rep_interrupted: bool,
+    /// A fault's frame gets RFLAGS as it is, without the RF=1 hardware adds (replay's
+    /// [`Cpu::inject_exception`]: RFLAGS is then the recorded frame's image).
+    pub(crate) rflags_as_is: bool,
     /// Memory may have been written since the code epoch was last compared (only writes
     /// through this context can bump it while the context holds the memory).
     pub(crate) wrote: bool,
@@ -201,7 +204,16 @@ const NO_FETCH_CTX: u64 = 1 << 62;
 
 impl<'a> Ctx<'a> {
     fn new(cpu: &'a mut Cpu, mem: &'a mut dyn GuestMemory, plat: &'a mut dyn Platform) -> Self {
-        Ctx { cpu, mem, plat, start_rip: 0, rep_interrupted: false, wrote: true, fetch_user: NO_FETCH_CTX }
+        Ctx {
+            cpu,
+            mem,
+            plat,
+            start_rip: 0,
+            rep_interrupted: false,
+            rflags_as_is: false,
+            wrote: true,
+            fetch_user: NO_FETCH_CTX,
+        }
     }
 }
 
@@ -224,7 +236,10 @@ impl Cpu {
     /// Delivers exception `vector` now, as if the instruction at RIP had raised it (a fault:
     /// the frame returns to RIP), with `error_code` and, for #PF, `cr2`. Replay uses it to make
     /// a recorded user-mode exception without re-executing the instruction, whose memory may
-    /// have changed since (another vCPU ran while this one waited for the kernel lock).
+    /// have changed since (another vCPU ran while this one waited for the kernel lock). The
+    /// frame's RFLAGS is RFLAGS as it is: the caller sets the image the recorded frame had,
+    /// RF included (the CPU that recorded decides RF: QEMU's emulated SVM pushes RF=0 where
+    /// krr-emu, following the manuals, pushes RF=1 for a fault).
     pub fn inject_exception(
         &mut self,
         mem: &mut dyn GuestMemory,
@@ -236,6 +251,7 @@ impl Cpu {
         let rip = self.rip;
         let mut ctx = Ctx::new(self, mem, plat);
         ctx.start_rip = rip;
+        ctx.rflags_as_is = true;
         ctx.raise(Exception { vector, error_code, cr2 }, EventKind::Fault, rip).map(|_| ())
     }
 
