@@ -5,8 +5,8 @@
 //! interrupt, a vCPU's next event) and, under a debugger, jumps back to checkpoints. Holding
 //! every decoded event made its memory grow with the trace (1.5 GiB for a trace whose
 //! user-memory reads held 1.33 GB); here memory is bounded by [`RESIDENT_BLOCKS`] decoded
-//! blocks (each at most the writer's block target of raw bytes, 256 KiB by default) plus a few
-//! bytes per block of index.
+//! blocks (a block closes once its encoded events reach the writer's target, 256 KiB by
+//! default) plus a few bytes per block of index.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -179,7 +179,8 @@ impl Events {
         let b = self.spans.partition_point(|s| s.first <= i) - 1;
         let span = self.spans[b];
         let block = self.block(b)?;
-        Some(EventRef { block, at: i - span.first }).filter(|_| i < span.first + span.len)
+        // The spans are contiguous and the last ends at `len`: `i` lies inside span `b`.
+        Some(EventRef { block, at: i - span.first })
     }
 
     /// Every event from `from` on, in order.

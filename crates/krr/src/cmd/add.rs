@@ -136,7 +136,8 @@ pub fn archive(
         let (host, guest) = parse_add(spec)?;
         walk(&host, &guest, &mut entries)?;
     }
-    let mut libs = 0;
+    // Two programs may share libraries: count each once, as the archive holds it once.
+    let mut libs = std::collections::BTreeSet::new();
     for prog in bins {
         let path = find_program(prog)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -147,7 +148,7 @@ pub fn archive(
             // The file itself, under the name the loader asks for (symlinks followed).
             let data = std::fs::read(&lib).with_context(|| format!("--add-bin {prog}: {}", lib.display()))?;
             entries.push(Entry { path: lib.to_string_lossy().into_owned(), mode: S_IFREG | 0o755, data });
-            libs += 1;
+            libs.insert(lib.clone());
         }
     }
     // A later entry for the same path wins, as it would in the guest; keep the first place.
@@ -171,7 +172,7 @@ pub fn archive(
     let summary = format!(
         "{} files and directories ({} shared objects), {:.1} MiB added to the initramfs",
         unique.len(),
-        libs,
+        libs.len(),
         bytes as f64 / (1 << 20) as f64
     );
     Ok(Some((archive, summary)))
