@@ -16,13 +16,26 @@ PKGS=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev busyb
 
 usage() {
     cat <<EOF
-Usage: guest/build.sh [--print-dir] [--force] [--clean] [--jobs N]
+Usage: guest/build.sh [--linux DIR] [--config FILE] [--patch FILE]... [--print-dir] [--force]
+                      [--clean] [--jobs N]
 
 Builds the krr guest kernel (vmlinux with debug info, bzImage) and initramfs, caching the result in
   \${KRR_CACHE_DIR:-\$HOME/.cache/krr}/guest/<key>/
-where <key> is a sha256 over every input (Debian source and tool versions, guest/config,
-guest/patches/*, guest/init/*, guest/workloads/*, this script). When that directory is complete the
-script prints it and exits 0 at once. The last line on stdout is always the output directory.
+where <key> is a sha256 over every input (kernel source, tool versions, guest/config,
+guest/patches/*, guest/init/*, guest/workloads/*, this script, and the options below). When that
+directory is complete the script prints it and exits 0 at once. The last line on stdout is always
+the output directory.
+
+Your kernel:
+  --linux DIR   build this Linux 6.1.y source tree instead of Debian's linux-source-6.1. DIR is
+                copied (never modified); its identity in the key is git HEAD plus uncommitted
+                changes, or, outside git, every file's size and mtime
+  --config FILE a whole .config (it has the "Automatically generated file" header) used as the
+                base, with krr's required options (guest/config.required) forced over it; or a
+                fragment merged over tinyconfig + guest/config. Options a fragment sets must survive
+                olddefconfig; a fragment that turns off a required option is refused
+  --patch FILE  a patch (-p1) applied after krr's agent patches, e.g. a bug under test;
+                repeatable, applied in the order given
 
   --print-dir   print the output directory for the current inputs without building;
                 exit 0 if it is built, 1 if not
@@ -37,9 +50,26 @@ EOF
 }
 
 CLEAN=0
+LINUX_DIR=
+USER_CONFIG=
+USER_PATCHES=()
+abs_file() { # abs_file OPTION PATH: the absolute path of an existing readable file
+    [ -f "$2" ] && [ -r "$2" ] || { echo "build.sh: $1 $2: no such readable file" >&2; exit 2; }
+    realpath "$2"
+}
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
+        --linux|--config|--patch)
+            [ $# -ge 2 ] || { echo "build.sh: $1 needs a value" >&2; exit 2; }
+            set -- "$1=$2" "${@:3}"; continue ;;
+        --linux=*)
+            LINUX_DIR=${1#--linux=}
+            [ -f "$LINUX_DIR/Makefile" ] && [ -d "$LINUX_DIR/kernel" ] \
+                || { echo "build.sh: --linux $LINUX_DIR: not a Linux source tree (no Makefile and kernel/)" >&2; exit 2; }
+            LINUX_DIR=$(realpath "$LINUX_DIR") ;;
+        --config=*) USER_CONFIG=$(abs_file --config "${1#--config=}") || exit 2 ;;
+        --patch=*) USER_PATCHES+=("$(abs_file --patch "${1#--patch=}")") || exit 2 ;;
         --print-dir) MODE=print ;;
         --force) FORCE=1 ;;
         --clean) CLEAN=1; FORCE=1 ;;
@@ -86,6 +116,7 @@ input_files() {
     (cd "$GUEST_DIR" && {
         echo build.sh
         echo config
+        echo config.required
         find patches init workloads -type f ! -name '*~' ! -name '.*' 2>/dev/null
     } | LC_ALL=C sort)
 }
@@ -97,10 +128,10 @@ compute_key_text() {
     src=$(awk '$1=="linux-source-6.1"{print $5}' <<<"$versions")
     bb=$(awk '$1=="busybox-static"{print $5}' <<<"$versions")
     libc=$(awk '$1=="libc6-dev"{print $5}' <<<"$versions")
-    [ -n "$src" ] || return 1
+    [ -n "$src" ] || [ -n "$LINUX_DIR" ] || return 1
     [ -n "$bb" ] || return 1
     gccv=$(gcc --version 2>/dev/null | sed -n 1p) || return 1
-    echo "linux-source-6.1=$src"
+    [ -n "$LINUX_DIR" ] || echo "linux-source-6.1=$src"
     echo "busybox-static=$bb"
     echo "libc6-dev=$libc"
     echo "gcc=$gccv"
@@ -109,7 +140,68 @@ compute_key_text() {
     while read -r f; do
         echo "file $f $(sha256sum < "$GUEST_DIR/$f" | cut -d' ' -f1)"
     done < <(input_files)
+    # The user's inputs (absent for the default guest, so its key does not change).
+    if [ -n "$LINUX_DIR" ]; then
+        echo "linux-tree=$(tree_version "$LINUX_DIR") $(tree_id "$LINUX_DIR")" || return 1
+    fi
+    [ -z "$USER_CONFIG" ] || echo "user-config $(config_kind "$USER_CONFIG") $(sha256sum < "$USER_CONFIG" | cut -d' ' -f1)"
+    local i=0 p
+    for p in "${USER_PATCHES[@]}"; do
+        i=$((i + 1))
+        echo "user-patch $i $(basename "$p") $(sha256sum < "$p" | cut -d' ' -f1)"
+    done
 }
+
+# --- a user's kernel tree (--linux) ------------------------------------------------------------------
+# What a kernel build leaves in a source tree: neither part of its identity nor copied.
+BUILT_RE='(^|/)(\.git|include/generated|include/config|arch/[^/]+/include/generated)(/|$)|\.(o|a|ko|cmd|mod|mod\.c|order|symvers|so|dwo|tmp|d)$|(^|/)(\.config(\.old)?|vmlinux[^/]*|System\.map|\.tmp_[^/]*|\.version|modules\.[^/]*|bzImage)$'
+is_git_top() { [ "$(git -C "$1" rev-parse --show-toplevel 2>/dev/null)" = "$1" ]; }
+tree_files() { # NUL-separated relative paths of DIR's source files
+    if is_git_top "$1"; then
+        git -C "$1" ls-files -z -co --exclude-standard
+    else
+        (cd "$1" && find . -path ./.git -prune -o -type f -printf '%P\0')
+    fi | { grep -zEv "$BUILT_RE" || true; }
+}
+tree_id() { # identity of DIR's sources: git HEAD + uncommitted changes, else sizes and mtimes
+    local d=$1
+    if is_git_top "$d"; then
+        echo "git $(git -C "$d" rev-parse HEAD) changes $({ git -C "$d" diff HEAD --binary
+            git -C "$d" ls-files -z -o --exclude-standard | (cd "$d" && xargs -0r sha256sum); } | sha256sum | cut -c1-16)"
+    else
+        echo "files $(cd "$d" && tree_files . | xargs -0r stat -c '%n %s %Y' | LC_ALL=C sort | sha256sum | cut -c1-16)"
+    fi
+}
+tree_version() { # VERSION.PATCHLEVEL.SUBLEVEL from DIR/Makefile
+    awk -F' *= *' '$1=="VERSION"{v=$2} $1=="PATCHLEVEL"{p=$2} $1=="SUBLEVEL"{s=$2} END{printf "%s.%s.%s", v, p, s}' "$1/Makefile"
+}
+config_kind() { # whole (a .config written by kconfig) or fragment
+    if grep -q '^# Automatically generated file; DO NOT EDIT' "$1"; then echo whole; else echo fragment; fi
+}
+
+LINUX_VER=
+if [ -n "$LINUX_DIR" ]; then
+    LINUX_VER=$(tree_version "$LINUX_DIR")
+    case $LINUX_VER in
+        6.1.*) ;;
+        *) die "--linux $LINUX_DIR is Linux $LINUX_VER: krr's guest agent is written for 6.1.y (6.6 LTS and others are not supported yet)" ;;
+    esac
+fi
+
+# A --config fragment is written for krr: one that turns off what krr needs is a mistake to refuse
+# (before any work), not to override.
+if [ -n "$USER_CONFIG" ] && [ "$(config_kind "$USER_CONFIG")" = fragment ]; then
+    clash=$(awk '
+        function parse(line) {
+            if (match(line, /^CONFIG_[A-Za-z0-9_]+=/)) { opt = substr(line, 1, RLENGTH - 1); val = substr(line, RLENGTH + 1); return 1 }
+            if (match(line, /^# CONFIG_[A-Za-z0-9_]+ is not set/)) { opt = $2; val = "n"; return 1 }
+            return 0
+        }
+        FNR == NR { if (parse($0)) req[opt] = val; next }
+        parse($0) && (opt in req) && req[opt] != val { printf "%s%s=%s (krr needs %s)", sep, opt, val, req[opt]; sep = ", " }
+    ' "$GUEST_DIR/config.required" "$USER_CONFIG")
+    [ -z "$clash" ] || die "--config $USER_CONFIG turns off what krr needs: $clash (guest/config.required)"
+fi
 
 if [ "$MODE" = print ]; then
     key_text=$(compute_key_text) || { log "cannot compute the key: linux-source-6.1, busybox-static or gcc is not installed (run guest/build.sh)"; exit 1; }
@@ -142,7 +234,12 @@ BB_VER=$(pkg_version busybox-static)
 LIBC_VER=$(pkg_version libc6-dev)
 GCC_VER=$(gcc --version | sed -n 1p)
 TARBALL=/usr/src/linux-source-6.1.tar.xz
-[ -f "$TARBALL" ] || die "$TARBALL not found although linux-source-6.1 $SRC_VER is installed"
+if [ -n "$LINUX_DIR" ]; then
+    SRC_DESC="tree $LINUX_DIR (Linux $LINUX_VER, $(tree_id "$LINUX_DIR"))"
+else
+    [ -f "$TARBALL" ] || die "$TARBALL not found although linux-source-6.1 $SRC_VER is installed"
+    SRC_DESC="Debian linux-source-6.1 $SRC_VER"
+fi
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "$BUSYBOX not found although busybox-static is installed"
 command -v cpio >/dev/null || true
@@ -161,9 +258,17 @@ if [ "$FORCE" = 0 ] && [ -f "$OUT/done" ]; then
     exit 0
 fi
 
-# The kernel tree is kept per Debian source version so that a patch or config change rebuilds
-# incrementally: the previously applied series is reverse-applied, the new one applied.
-TREE=$CACHE_BASE/work/linux-$SRC_VER
+# The kernel tree is kept per source (Debian's version, or the path of a --linux tree) and per kind
+# of config (krr's, or a --config), so that a patch or config change rebuilds incrementally: the
+# previously applied series is reverse-applied, the new one applied.
+if [ -n "$LINUX_DIR" ]; then
+    TREE=$CACHE_BASE/work/tree-$(printf '%s' "$LINUX_DIR" | sha256sum | cut -c1-12)
+    SOURCE_ID="$LINUX_DIR $(tree_id "$LINUX_DIR")"
+else
+    TREE=$CACHE_BASE/work/linux-$SRC_VER
+    SOURCE_ID="debian linux-source-6.1 $SRC_VER"
+fi
+[ -z "$USER_CONFIG" ] || TREE=$TREE-custom
 if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
     log "--clean: removing $TREE"
     rm -rf "$TREE"
@@ -186,81 +291,150 @@ unapply_old_series() {
 extract_tree() {
     rm -rf "$TREE" "$TREE.tmp"
     mkdir -p "$TREE.tmp"
-    log "extracting $TARBALL (linux-source-6.1 $SRC_VER) into $TREE"
-    tar -xf "$TARBALL" -C "$TREE.tmp" --strip-components=1
+    if [ -n "$LINUX_DIR" ]; then
+        log "copying the sources of $LINUX_DIR into $TREE (your tree is not modified)"
+        (cd "$LINUX_DIR" && tree_files . | tar --null -T - -cf -) | tar -xf - -C "$TREE.tmp"
+    else
+        log "extracting $TARBALL (linux-source-6.1 $SRC_VER) into $TREE"
+        tar -xf "$TARBALL" -C "$TREE.tmp" --strip-components=1
+    fi
+    printf '%s\n' "$SOURCE_ID" > "$TREE.tmp/.krr-source-id"
     mv "$TREE.tmp" "$TREE"
 }
 
-mapfile -t PATCHES < <(cd "$GUEST_DIR/patches" 2>/dev/null && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+# The series: krr's patches (guest/patches, lexical order), then the user's (--patch, in the
+# order given) under the names uNN-<name> so that they sort after krr's.
+PATCH_NAMES=()
+PATCH_FILES=()
+while IFS= read -r p; do
+    PATCH_NAMES+=("$p")
+    PATCH_FILES+=("$GUEST_DIR/patches/$p")
+done < <(cd "$GUEST_DIR/patches" 2>/dev/null && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+AGENT_PATCHES=${#PATCH_NAMES[@]}
+for i in "${!USER_PATCHES[@]}"; do
+    PATCH_NAMES+=("$(printf 'u%02d-%s' $((i + 1)) "$(basename "${USER_PATCHES[$i]}")")")
+    PATCH_FILES+=("${USER_PATCHES[$i]}")
+done
 # The series already applied to the tree is exactly the current one: leave the tree alone, so
 # make rebuilds nothing (re-patching would touch widely included headers and rebuild it all).
 same_series() {
-    local applied=$TREE/.krr-applied p
+    local applied=$TREE/.krr-applied i
     [ -d "$applied" ] || return 1
-    [ "$(cd "$applied" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)" = "$(printf '%s\n' "${PATCHES[@]}")" ] || return 1
-    for p in "${PATCHES[@]}"; do
-        cmp -s "$applied/$p" "$GUEST_DIR/patches/$p" || return 1
+    [ "$(cd "$applied" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)" = "$(printf '%s\n' "${PATCH_NAMES[@]}" | LC_ALL=C sort)" ] || return 1
+    for i in "${!PATCH_NAMES[@]}"; do
+        cmp -s "$applied/${PATCH_NAMES[$i]}" "${PATCH_FILES[$i]}" || return 1
     done
 }
 
-APPLY=("${PATCHES[@]}")
-if [ ! -f "$TREE/Makefile" ]; then
+APPLY=("${!PATCH_NAMES[@]}")
+if [ ! -f "$TREE/Makefile" ] || [ "$(cat "$TREE/.krr-source-id" 2>/dev/null || echo "debian linux-source-6.1 $SRC_VER")" != "$SOURCE_ID" ]; then
     extract_tree
 elif same_series; then
-    log "the kernel tree already carries guest/patches as they are"
+    log "the kernel tree already carries the patch series as it is"
     APPLY=()
 elif ! unapply_old_series; then
     extract_tree
 fi
 
 mkdir -p "$TREE/.krr-applied"
-for p in "${APPLY[@]}"; do
-    if ! (cd "$TREE" && patch -p1 --dry-run -s -F0 -N -r - < "$GUEST_DIR/patches/$p" > "$TREE/.krr-patch.log" 2>&1); then
-        cat "$TREE/.krr-patch.log" >&2
+for i in "${APPLY[@]}"; do
+    name=${PATCH_NAMES[$i]} file=${PATCH_FILES[$i]}
+    # krr's own patches apply exactly (no fuzz); a user's may carry the usual fuzz of 2.
+    fuzz=-F2
+    [ "$i" -ge "$AGENT_PATCHES" ] || fuzz=-F0
+    if ! (cd "$TREE" && patch -p1 --dry-run -s "$fuzz" -N -r - < "$file" > "$TREE/.krr-patch.log" 2>&1); then
+        sed 's/^/  /' "$TREE/.krr-patch.log" >&2
         # Leave the tree consistent: reverse what we applied so far.
         unapply_old_series || rm -rf "$TREE"
-        die "patch guest/patches/$p does not apply to linux-source-6.1 $SRC_VER
+        if [ "$i" -lt "$AGENT_PATCHES" ] && [ -n "$LINUX_DIR" ]; then
+            die "krr's agent patch guest/patches/$name does not apply to Linux $LINUX_VER at $LINUX_DIR (the hunks above; it is maintained against Debian's linux-source-6.1 $SRC_VER)"
+        elif [ "$i" -lt "$AGENT_PATCHES" ]; then
+            die "patch guest/patches/$name does not apply to linux-source-6.1 $SRC_VER
   (Debian updates linux-source over time; refresh the patch against this version)"
+        else
+            die "--patch $file does not apply to $SRC_DESC after krr's agent patches (the hunks above)"
+        fi
     fi
-    (cd "$TREE" && patch -p1 -s -F0 -N --no-backup-if-mismatch -r - < "$GUEST_DIR/patches/$p")
-    cp "$GUEST_DIR/patches/$p" "$TREE/.krr-applied/$p"
-    log "applied guest/patches/$p"
+    (cd "$TREE" && patch -p1 -s "$fuzz" -N --no-backup-if-mismatch -r - < "$file")
+    cp "$file" "$TREE/.krr-applied/$name"
+    if [ "$i" -lt "$AGENT_PATCHES" ]; then log "applied guest/patches/$name"; else log "applied --patch $file"; fi
 done
 
 # --- kernel configuration ----------------------------------------------------------------------
 export KBUILD_BUILD_USER=krr KBUILD_BUILD_HOST=krr KBUILD_BUILD_VERSION=1
-export KBUILD_BUILD_TIMESTAMP="linux-source-6.1 $SRC_VER"
+export KBUILD_BUILD_TIMESTAMP="${LINUX_DIR:+linux $LINUX_VER}${LINUX_DIR:-linux-source-6.1 $SRC_VER}"
 MAKE=(make -C "$TREE" -j"$JOBS")
 BUILD_LOG=$CACHE_BASE/work/build-$key.log
 : > "$BUILD_LOG"
 
-log "configuring: tinyconfig + guest/config"
-# Keep the old .config's timestamp semantics to kconfig: it writes .config only when it changes.
-"${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
-(cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config") >> "$BUILD_LOG" 2>&1 \
-    || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
+# verify_options FILE...: print "CONFIG_X: wanted W, got G" for every option the files set (a later
+# file's line for an option replaces an earlier one's) that .config does not hold as set.
+verify_options() {
+    local line opt want got
+    declare -A wanted=()
+    local order=()
+    while IFS= read -r line; do
+        line=${line%%[[:space:]]}
+        if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
+            opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
+        elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+            opt=${BASH_REMATCH[1]} want=n
+        else
+            continue
+        fi
+        [ -n "${wanted[$opt]+x}" ] || order+=("$opt")
+        wanted[$opt]=$want
+    done < <(cat "$@")
+    for opt in "${order[@]}"; do
+        want=${wanted[$opt]}
+        got=$(grep -m1 -E "^$opt=" "$TREE/.config" | cut -d= -f2- || true)
+        if [ "$want" = n ]; then
+            [ -z "$got" ] || echo "$opt: wanted not set, got $got"
+            continue
+        fi
+        [ -n "$got" ] || { grep -qx "# $opt is not set" "$TREE/.config" && got="n (is not set)" || got="(absent: unknown option or unmet dependency)"; }
+        [ "$got" = "$want" ] || echo "$opt: wanted $want, got $got"
+    done
+}
+REQUIRED=$GUEST_DIR/config.required
+[ -f "$REQUIRED" ] || die "$REQUIRED is missing"
+
+if [ -z "$USER_CONFIG" ]; then
+    log "configuring: tinyconfig + guest/config"
+    "${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
+    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config") >> "$BUILD_LOG" 2>&1 \
+        || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
+    VERIFY=("$GUEST_DIR/config")
+elif [ "$(config_kind "$USER_CONFIG")" = whole ]; then
+    # A whole .config comes from elsewhere and cannot know krr: krr's required options are forced
+    # over it, each change said.
+    log "configuring: $USER_CONFIG (a whole .config) + guest/config.required"
+    cp "$USER_CONFIG" "$TREE/.config"
+    verify_options "$REQUIRED" | sed 's/^/build.sh:   krr changes /' >&2 || true
+    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$REQUIRED") >> "$BUILD_LOG" 2>&1 \
+        || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
+    VERIFY=()
+else
+    log "configuring: tinyconfig + guest/config + $USER_CONFIG"
+    "${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
+    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config" "$USER_CONFIG") >> "$BUILD_LOG" 2>&1 \
+        || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
+    VERIFY=("$GUEST_DIR/config" "$USER_CONFIG")
+fi
 "${MAKE[@]}" olddefconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make olddefconfig failed (log: $BUILD_LOG)"; }
 
-# Verify that every option of guest/config ended up as requested.
-bad=()
-while IFS= read -r line; do
-    line=${line%%[[:space:]]}
-    if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
-        opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
-        got=$(grep -m1 -E "^$opt=" "$TREE/.config" | cut -d= -f2- || true)
-        [ -n "$got" ] || { grep -qx "# $opt is not set" "$TREE/.config" && got="n (is not set)" || got="(absent: unknown option or unmet dependency)"; }
-        [ "$got" = "$want" ] || bad+=("$opt: wanted $want, got $got")
-    elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
-        opt=${BASH_REMATCH[1]}
-        got=$(grep -m1 -E "^$opt=" "$TREE/.config" | cut -d= -f2- || true)
-        [ -z "$got" ] || bad+=("$opt: wanted not set, got $got")
+# What krr needs from any kernel, checked first: one line naming what is missing.
+missing=$(verify_options "$REQUIRED" | paste -sd';' | sed 's/;/; /g')
+[ -z "$missing" ] || die "the kernel config lacks what krr needs (guest/config.required) after olddefconfig: $missing"
+# Then every option asked for (guest/config, a --config fragment) ended up as requested.
+if [ ${#VERIFY[@]} -gt 0 ]; then
+    mapfile -t bad < <(verify_options "${VERIFY[@]}")
+    if [ ${#bad[@]} -gt 0 ]; then
+        printf '  %s\n' "${bad[@]}" >&2
+        die "${#bad[@]} option(s) of ${VERIFY[*]##*/} did not survive olddefconfig (missing dependency or renamed option)"
     fi
-done < "$GUEST_DIR/config"
-if [ ${#bad[@]} -gt 0 ]; then
-    printf '  %s\n' "${bad[@]}" >&2
-    die "${#bad[@]} option(s) of guest/config did not survive olddefconfig (missing dependency or renamed option)"
 fi
-log "config verified: every option of guest/config is set as requested"
+log "config verified: krr's required options${VERIFY:+ and every option of ${VERIFY[*]##*/}} are set as requested"
 
 # --- kernel build --------------------------------------------------------------------------------
 log "building vmlinux, bzImage and the gdb scripts with -j$JOBS (log: $BUILD_LOG)"
@@ -387,12 +561,24 @@ cp "$TREE/arch/x86/boot/bzImage" "$TMP_OUT/bzImage"
 cp "$TREE/System.map" "$TMP_OUT/System.map"
 cp "$TREE/.config" "$TMP_OUT/config"
 cp "$GUEST_DIR/config" "$TMP_OUT/config.fragment"
-(cd "$TREE" && [ -f vmlinux-gdb.py ] && cp -rL vmlinux-gdb.py scripts/gdb "$TMP_OUT/" 2>/dev/null) || true
+[ -z "$USER_CONFIG" ] || cp "$USER_CONFIG" "$TMP_OUT/config.user"
+if [ ${#USER_PATCHES[@]} -gt 0 ]; then
+    mkdir -p "$TMP_OUT/patches"
+    for i in "${!PATCH_NAMES[@]}"; do
+        [ "$i" -lt "$AGENT_PATCHES" ] || cp "${PATCH_FILES[$i]}" "$TMP_OUT/patches/${PATCH_NAMES[$i]}"
+    done
+fi
+# The kernel's gdb scripts (lx-dmesg, lx-ps, ...), laid out as in the tree: gdb auto-loads
+# vmlinux-gdb.py beside vmlinux, and it finds its modules in scripts/gdb beside itself.
+[ -f "$TREE/vmlinux-gdb.py" ] || die "the kernel build made no vmlinux-gdb.py (CONFIG_GDB_SCRIPTS)"
+mkdir -p "$TMP_OUT/scripts"
+cp -L "$TREE/vmlinux-gdb.py" "$TMP_OUT/"
+cp -rL "$TREE/scripts/gdb" "$TMP_OUT/scripts/"
 BUILD_ID=$(readelf -n "$TMP_OUT/vmlinux" | awk '/Build ID:/ && !n++ {print $3}')
 [ -n "$BUILD_ID" ] || die "vmlinux has no GNU build-id note"
 echo "$BUILD_ID" > "$TMP_OUT/build-id"
 RELEASE=$(cat "$TREE/include/config/kernel.release")
-echo "$RELEASE (Debian linux-source-6.1 $SRC_VER)" > "$TMP_OUT/linux-version"
+echo "$RELEASE ($SRC_DESC)" > "$TMP_OUT/linux-version"
 [ "$(readelf -S "$TMP_OUT/vmlinux" | grep -c '\.debug_info')" -gt 0 ] || die "vmlinux has no .debug_info"
 ENTRY=$(readelf -h "$TMP_OUT/vmlinux" | awk '/Entry point address:/ {print $4}')
 printf '%s\n' "$key_text" > "$TMP_OUT/inputs"
@@ -402,7 +588,9 @@ cat > "$TMP_OUT/manifest" <<EOF
 cache_key=$key_full
 cache_dir=$OUT
 kernel_release=$RELEASE
-debian_linux_source_version=$SRC_VER
+kernel_source=$SRC_DESC
+debian_linux_source_version=${LINUX_DIR:+(not used: --linux)}${LINUX_DIR:-$SRC_VER}
+user_config=${USER_CONFIG:+$USER_CONFIG ($(config_kind "$USER_CONFIG"))}
 busybox_static_version=$BB_VER
 libc6_dev_version=$LIBC_VER
 gcc=$GCC_VER
@@ -416,7 +604,7 @@ initramfs_format=cpio newc, uncompressed
 initramfs_sha256=$(sha256sum < "$TMP_OUT/initramfs.cpio" | cut -d' ' -f1)
 system_map=System.map
 config=config
-patches=${PATCHES[*]}
+patches=${PATCH_NAMES[*]}
 guest_binary=krr-guest
 workloads=${WORKLOADS[*]}
 exit_port=0xf4

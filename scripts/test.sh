@@ -2,7 +2,8 @@
 # The project's test command (README "Quick start"; CI runs it through .ci/run):
 # format, lints, every crate's tests, the KVM differential tests where /dev/kvm exists, kvm
 # recordings on a real KVM inside QEMU (the nested harness, a bounded list; scripts/nested-suite.sh
-# runs the whole one), the soak suite with --quick (scripts/soak.sh runs the whole one), and a
+# runs the whole one), an installed krr run from another directory (scripts/install-check.sh),
+# the soak suite with --quick (scripts/soak.sh runs the whole one), and a
 # bounded fuzz run of every fuzz target where cargo-fuzz is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ if command -v qemu-system-x86_64 >/dev/null; then
 else
     echo "note: qemu-system-x86_64 is missing: the nested-KVM recordings did not run (scripts/setup.sh installs it)"
 fi
+
+step "an installed krr: cargo install into a temporary root, run from another directory"
+scripts/install-check.sh
 
 step "soak, bounded: every scripts/soak.sh entry with --quick (long emu recordings, each replayed)"
 cargo test --release -p krr --test soak -- --ignored --test-threads 1

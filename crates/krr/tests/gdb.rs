@@ -51,6 +51,11 @@ fn gdb(script: &str) -> String {
 }
 
 fn gdb_on(trace: &std::path::Path, script: &str) -> String {
+    gdb_with(trace, script, &["set auto-load no"])
+}
+
+/// gdb on a replay of `trace` with `-iex` commands `iex`, running `script`.
+fn gdb_with(trace: &std::path::Path, script: &str, iex: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("gdb.sock");
     let vmlinux = guest_dir().join("vmlinux");
@@ -82,7 +87,9 @@ fn gdb_on(trace: &std::path::Path, script: &str) -> String {
     let status = Command::new("gdb")
         // A `monitor goto` far into a trace can take longer than gdb's default 2 s wait for a
         // reply on a loaded machine.
-        .args(["-batch", "-nx", "-iex", "set auto-load no", "-iex", "set remotetimeout 30", "-x"])
+        .args(["-batch", "-nx", "-iex", "set remotetimeout 30"])
+        .args(iex.iter().flat_map(|c| ["-iex", c]))
+        .arg("-x")
         .arg(&file)
         .arg(&vmlinux)
         .stdout(f.try_clone().unwrap())
@@ -95,7 +102,8 @@ fn gdb_on(trace: &std::path::Path, script: &str) -> String {
     assert_eq!(srv.status.code(), Some(0), "server: {}", text(&srv.stderr));
     assert!(
         text(&srv.stderr).contains(&format!(
-            "gdb {} -ex 'target remote {}'",
+            "gdb -iex 'add-auto-load-safe-path {}' '{}' -ex 'target remote {}'",
+            guest_dir().display(),
             vmlinux.display(),
             sock.display()
         )),
@@ -231,14 +239,12 @@ monitor when
 }
 
 #[test]
-fn kernel_gdb_scripts_work() {
-    let g = guest_dir();
-    let script = format!(
-        "python import sys; sys.path.insert(0, \"{}\")\nsource {}\nbreak __x64_sys_getpid\ncontinue\nlx-dmesg\nlx-ps\np $lx_current().comm\n",
-        g.join("gdb").display(),
-        g.join("vmlinux-gdb.py").display()
-    );
-    let out = gdb(&script);
+fn kernel_gdb_scripts_load_with_the_printed_connect_line() {
+    // The server prints `gdb -iex 'add-auto-load-safe-path GUEST' ...` (checked in gdb_with):
+    // with that alone, gdb loads vmlinux-gdb.py and the lx-* commands exist.
+    let safe = format!("add-auto-load-safe-path {}", guest_dir().display());
+    let script = "break __x64_sys_getpid\ncontinue\nlx-dmesg\nlx-ps\np $lx_current().comm\n";
+    let out = gdb_with(&trace(), script, &[&safe]);
     assert!(out.contains("Run /init as init process"), "lx-dmesg: {out}");
     let ps: Vec<&str> = out.lines().filter(|l| l.starts_with("0xffff")).collect();
     assert!(ps.iter().any(|l| l.ends_with(" init")), "lx-ps: {out}");

@@ -449,3 +449,28 @@ fn recordings_from_a_saved_vm_replay() {
     assert!(e.contains("already started recording"), "{e}");
     assert!(!late.exists());
 }
+
+#[test]
+fn record_json_summary_is_the_last_stdout_line_and_counts_the_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t");
+    let out = vm_args(krr().args(["record", "--json", "-o"]).arg(&trace))
+        .args(["--", "sh", "-c", "echo one; echo two; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // The console reaches stdout with plain \n line ends (the trace keeps the UART's \r\n).
+    assert!(!stdout.contains('\r'), "{stdout:?}");
+    assert!(stdout.starts_with("one\ntwo\n"), "{stdout:?}");
+    assert!(trace_console(&trace).contains("one\r\ntwo\r\n"));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "exited");
+    assert_eq!(summary["exit_code"], 3);
+    assert_eq!(summary["accel"], "emu");
+    let stats = krr().args(["dump", "--stats", "--json"]).arg(&trace).output().unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(summary["trace"]["events"], stats["events"], "{summary} vs {stats}");
+    assert_eq!(summary["trace"]["end_reason"], "poweroff");
+    assert_eq!(summary["trace"]["dir"], trace.to_str().unwrap());
+}

@@ -180,3 +180,16 @@ fn a_timeout_says_where_every_vcpu_was() {
         }
     }
 }
+
+#[test]
+fn run_json_summary_is_the_last_stdout_line() {
+    let r = krr_run(&["--accel", "emu", "--json"], &["sh", "-c", "echo out; exit 7"]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(r.stdout.starts_with("out\n"), "plain \\n line ends on stdout: {:?}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["status"], "exited");
+    assert_eq!(v["exit_code"], 7);
+    assert_eq!(v["accel"], "emu");
+    assert!(v["guest_instructions"].as_u64().unwrap() > 1_000_000, "{v}");
+    assert!(v.get("trace").is_none(), "no trace for krr run: {v}");
+}

@@ -33,6 +33,29 @@ struct Inner {
     init_seen: bool,
     /// When the `Run /init` line arrived (benchmarks time the workload from here).
     init_at: Option<std::time::Instant>,
+    line_ends: LineEnds,
+}
+
+/// The serial console ends lines with `\r\n` (the tty's ONLCR); stdout gets plain `\n`, as
+/// pipes and scripts expect (a terminal shows both the same). A `\r` not followed by `\n`
+/// (a progress line redrawn in place) is kept. The trace keeps the bytes as the guest wrote them.
+#[derive(Debug, Default)]
+struct LineEnds {
+    /// A `\r` seen last, held until the next byte says whether it ends a line.
+    held_cr: bool,
+}
+
+impl LineEnds {
+    fn feed(&mut self, b: u8, out: &mut impl Write) {
+        if std::mem::take(&mut self.held_cr) && b != b'\n' {
+            let _ = out.write_all(b"\r");
+        }
+        if b == b'\r' {
+            self.held_cr = true;
+        } else {
+            let _ = out.write_all(&[b]);
+        }
+    }
 }
 
 /// Shared console state (cloned into the UART and read by the VMM).
@@ -57,7 +80,7 @@ impl Console {
         for &b in buf {
             c.bytes.push(b);
             if c.echo == Echo::Everything || (c.echo == Echo::AfterInit && c.init_seen) {
-                let _ = out.write_all(&[b]);
+                c.line_ends.feed(b, &mut out);
             }
             if b == b'\n' {
                 let start = c.line_start;
@@ -121,6 +144,21 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdout_gets_plain_newlines_and_lone_carriage_returns_stay() {
+        let mut ends = LineEnds::default();
+        let mut out = Vec::new();
+        // Split across pushes the way the UART delivers bytes: the held \r waits for the next one.
+        for &b in b"a\r\nb\r" {
+            ends.feed(b, &mut out);
+        }
+        assert_eq!(out, b"a\nb");
+        for &b in b"\nprogress 1\rprogress 2\r\r\n" {
+            ends.feed(b, &mut out);
+        }
+        assert_eq!(out, b"a\nb\nprogress 1\rprogress 2\r\n");
+    }
 
     #[test]
     fn watches_lines() {

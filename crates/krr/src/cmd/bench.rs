@@ -133,6 +133,7 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         timeout: Some(args.timeout),
         quiet: true,
         emu_seed: None,
+        json: false,
     };
     let mut cfg = vm.config(&[format!("/bin/{w}")])?;
     cfg.echo = Echo::Nothing;

@@ -30,6 +30,41 @@ pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 
+/// `krr run --json` / `krr record --json`: how the run ended, as one JSON object on the last line
+/// of stdout, with `extra`'s fields (the trace's, when recording) merged in.
+pub fn print_json_summary(out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path, extra: serde_json::Value) {
+    use krr_vmm::vm::ExitReason;
+    let (status, exit_code, detail) = match &out.reason {
+        ExitReason::Exited(code) => ("exited", Some(*code), None),
+        ExitReason::Panic(line) => ("panic", None, Some(line.clone())),
+        ExitReason::Reset => ("reset", None, None),
+        ExitReason::Timeout => ("timeout", None, None),
+        ExitReason::Interrupted => ("interrupted", None, None),
+        ExitReason::KvmCannotRunUserSpace => ("kvm_cannot_run_user_space", None, None),
+        ExitReason::SnapshotSaved { path, .. } => ("snapshot_saved", None, Some(path.display().to_string())),
+    };
+    let mut syms = krr_vmm::boot::function_symbols(vmlinux).unwrap_or_default();
+    syms.sort_by_key(|s| s.addr);
+    let mut v = serde_json::json!({
+        "status": status,
+        "exit_code": exit_code,
+        "detail": detail,
+        "accel": out.accel.name(),
+        "accel_why": out.accel_why,
+        "seconds": out.elapsed.as_secs_f64(),
+        "to_init_seconds": out.to_init.map(|d| d.as_secs_f64()),
+        "guest_instructions": (out.instructions > 0).then_some(out.instructions),
+        "console_bytes": out.console.len(),
+        "vcpus_at_end": out.vcpus_at_end.iter().map(|p| describe_place(p, &syms)).collect::<Vec<_>>(),
+    });
+    if let (Some(all), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+        all.extend(more);
+    }
+    // On a line of its own even when the console's last line has no newline.
+    let sep = if out.console.is_empty() || out.console.ends_with(b"\n") { "" } else { "\n" };
+    println!("{sep}{v}");
+}
+
 /// After a timeout or Ctrl-C: one line saying where each vCPU was, with the guest kernel's
 /// function names (a hung workload's first question). Nothing when the run ended by itself.
 pub fn print_vcpus_at_end(who: &str, out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path) {

@@ -160,6 +160,26 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     super::print_vcpus_at_end("record", &out, &cfg.vmlinux);
+    if args.vm.json {
+        let (stall, longest) = rec.flush_stall;
+        let trace = serde_json::json!({
+            "trace": {
+                "dir": rec.dir,
+                "events": rec.events,
+                "event_bytes": rec.event_bytes,
+                "console_bytes": rec.console_bytes,
+                "snapshot_bytes": rec.snapshot_bytes,
+                "ring_flushes": rec.ring_flushes,
+                "ring_bytes": rec.ring_bytes,
+                "flush_stall_ms": stall.as_secs_f64() * 1e3,
+                "longest_flush_stall_ms": longest.as_secs_f64() * 1e3,
+                "unfinished_inputs": rec.unfinished_inputs,
+                "end_reason": rec.end_reason.to_string(),
+                "instructions_recorded": out.instructions - out.instructions_before_record,
+            }
+        });
+        super::print_json_summary(&out, &cfg.vmlinux, trace);
+    }
     Ok(match out.reason {
         ExitReason::Exited(code) => {
             eprintln!("krr record: workload exited with status {code}");

@@ -77,6 +77,10 @@ pub struct VmArgs {
     /// (still deterministically): to record other interleavings of a race.
     #[arg(long, value_name = "SEED")]
     pub emu_seed: Option<u64>,
+    /// Also print the summary as one JSON object, the last line on stdout (the console echo
+    /// comes before it; the human summary stays on stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -165,6 +169,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let how = format!("accel {} ({}), {secs:.1} s{init}{restored}{insns}", out.accel.name(), out.accel_why);
     super::print_vcpus_at_end("run", &out, &cfg.vmlinux);
+    if args.vm.json {
+        super::print_json_summary(&out, &cfg.vmlinux, serde_json::json!({}));
+    }
     Ok(match out.reason {
         ExitReason::Exited(code) => {
             eprintln!("krr run: workload exited with status {code}; {how}");
