@@ -16,7 +16,8 @@ PKGS=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev busyb
 
 usage() {
     cat <<EOF
-Usage: guest/build.sh [--linux DIR] [--config FILE] [--patch FILE]... [--print-dir] [--force]
+Usage: guest/build.sh [--profile default|debug [--kasan] [--lockdep] [--preempt voluntary|full]]
+                      [--linux DIR] [--config FILE] [--patch FILE]... [--print-dir] [--force]
                       [--clean] [--jobs N]
 
 Builds the krr guest kernel (vmlinux with debug info, bzImage) and initramfs, caching the result in
@@ -25,6 +26,15 @@ where <key> is a sha256 over every input (kernel source, tool versions, guest/co
 guest/patches/*, guest/init/*, guest/workloads/*, this script, and the options below). When that
 directory is complete the script prints it and exits 0 at once. The last line on stdout is always
 the output directory.
+
+Profiles (guest/profiles/):
+  --profile P   default: krr's small, fast kernel (tinyconfig + guest/config); debug: a kernel
+                like the ones bugs are found on (SLUB, voluntary preemption, ext4 and loop
+                devices, IPv4/IPv6, packet sockets, nf_tables, qdiscs, TLS, io_uring, BPF,
+                namespaces, cgroups, n_gsm, watch_queue; panic_on_warn, panic on oops)
+  --kasan       (debug) generic KASAN, reports panic (kasan.fault=panic)
+  --lockdep     (debug) lockdep (PROVE_LOCKING) and sleep-in-atomic checks
+  --preempt M   (debug) voluntary (the default) or full (CONFIG_PREEMPT)
 
 Your kernel:
   --linux DIR   build this Linux 6.1.y source tree instead of Debian's linux-source-6.1. DIR is
@@ -50,6 +60,10 @@ EOF
 }
 
 CLEAN=0
+PROFILE=default
+KASAN=0
+LOCKDEP=0
+PREEMPT=
 LINUX_DIR=
 USER_CONFIG=
 USER_PATCHES=()
@@ -60,7 +74,11 @@ abs_file() { # abs_file OPTION PATH: the absolute path of an existing readable f
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --linux|--config|--patch)
+        --profile=*) PROFILE=${1#--profile=} ;;
+        --kasan) KASAN=1 ;;
+        --lockdep) LOCKDEP=1 ;;
+        --preempt=*) PREEMPT=${1#--preempt=} ;;
+        --linux|--config|--patch|--profile|--preempt)
             [ $# -ge 2 ] || { echo "build.sh: $1 needs a value" >&2; exit 2; }
             set -- "$1=$2" "${@:3}"; continue ;;
         --linux=*)
@@ -117,7 +135,7 @@ input_files() {
         echo build.sh
         echo config
         echo config.required
-        find patches init workloads -type f ! -name '*~' ! -name '.*' 2>/dev/null
+        find patches init workloads profiles -type f ! -name '*~' ! -name '.*' 2>/dev/null
     } | LC_ALL=C sort)
 }
 
@@ -140,7 +158,8 @@ compute_key_text() {
     while read -r f; do
         echo "file $f $(sha256sum < "$GUEST_DIR/$f" | cut -d' ' -f1)"
     done < <(input_files)
-    # The user's inputs (absent for the default guest, so its key does not change).
+    # The profile and the user's inputs (absent for the default guest, so its key does not change).
+    [ "$PROFILE" = default ] || echo "profile $PROFILE kasan=$KASAN lockdep=$LOCKDEP preempt=${PREEMPT:-voluntary}"
     if [ -n "$LINUX_DIR" ]; then
         echo "linux-tree=$(tree_version "$LINUX_DIR") $(tree_id "$LINUX_DIR")" || return 1
     fi
@@ -154,7 +173,7 @@ compute_key_text() {
 
 # --- a user's kernel tree (--linux) ------------------------------------------------------------------
 # What a kernel build leaves in a source tree: neither part of its identity nor copied.
-BUILT_RE='(^|/)(\.git|include/generated|include/config|arch/[^/]+/include/generated)(/|$)|\.(o|a|ko|cmd|mod|mod\.c|order|symvers|so|dwo|tmp|d)$|(^|/)(\.config(\.old)?|vmlinux[^/]*|System\.map|\.tmp_[^/]*|\.version|modules\.[^/]*|bzImage)$'
+BUILT_RE='(^|/)(\.git|include/generated|include/config|arch/[^/]+/include/generated)(/|$)|\.(o|a|ko|cmd|mod|mod\.c|order|symvers|dwo)$|(^|/)\.tmp_[^/]*$|^(vmlinux|vmlinux\.[ao]|vmlinux-gdb\.py|System\.map|\.config|\.config\.old|\.version|modules\.[^/]*|arch/x86/boot/bzImage|arch/x86/kernel/vmlinux\.lds)$'
 is_git_top() { [ "$(git -C "$1" rev-parse --show-toplevel 2>/dev/null)" = "$1" ]; }
 tree_files() { # NUL-separated relative paths of DIR's source files
     if is_git_top "$1"; then
@@ -167,7 +186,7 @@ tree_id() { # identity of DIR's sources: git HEAD + uncommitted changes, else si
     local d=$1
     if is_git_top "$d"; then
         echo "git $(git -C "$d" rev-parse HEAD) changes $({ git -C "$d" diff HEAD --binary
-            git -C "$d" ls-files -z -o --exclude-standard | (cd "$d" && xargs -0r sha256sum); } | sha256sum | cut -c1-16)"
+            git -C "$d" ls-files -z -o --exclude-standard | { grep -zEv "$BUILT_RE" || true; } | (cd "$d" && xargs -0r sha256sum); } | sha256sum | cut -c1-16)"
     else
         echo "files $(cd "$d" && tree_files . | xargs -0r stat -c '%n %s %Y' | LC_ALL=C sort | sha256sum | cut -c1-16)"
     fi
@@ -179,6 +198,23 @@ config_kind() { # whole (a .config written by kconfig) or fragment
     if grep -q '^# Automatically generated file; DO NOT EDIT' "$1"; then echo whole; else echo fragment; fi
 }
 
+case $PROFILE in
+    default)
+        [ "$KASAN$LOCKDEP" = 00 ] && [ -z "$PREEMPT" ] \
+            || die "--kasan, --lockdep and --preempt need --profile debug (the default kernel has SLOB and no preemption)" ;;
+    debug) ;;
+    *) die "--profile $PROFILE: the profiles are default and debug" ;;
+esac
+case ${PREEMPT:-voluntary} in voluntary|full) ;; *) die "--preempt $PREEMPT: voluntary or full" ;; esac
+# The profile's fragments, merged after guest/config and before a --config fragment.
+PROFILE_FRAGS=()
+if [ "$PROFILE" = debug ]; then
+    PROFILE_FRAGS+=("$GUEST_DIR/profiles/debug.config")
+    [ "$KASAN" = 0 ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/kasan.config")
+    [ "$LOCKDEP" = 0 ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/lockdep.config")
+    [ "$PREEMPT" != full ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/preempt-full.config")
+fi
+
 LINUX_VER=
 if [ -n "$LINUX_DIR" ]; then
     LINUX_VER=$(tree_version "$LINUX_DIR")
@@ -186,6 +222,10 @@ if [ -n "$LINUX_DIR" ]; then
         6.1.*) ;;
         *) die "--linux $LINUX_DIR is Linux $LINUX_VER: krr's guest agent is written for 6.1.y (6.6 LTS and others are not supported yet)" ;;
     esac
+fi
+
+if [ -n "$USER_CONFIG" ] && [ "$PROFILE" != default ] && [ "$(config_kind "$USER_CONFIG")" = whole ]; then
+    die "--config $USER_CONFIG is a whole .config: it already says everything a profile would; drop --profile or pass a fragment"
 fi
 
 # A --config fragment is written for krr: one that turns off what krr needs is a mistake to refuse
@@ -263,11 +303,13 @@ fi
 # previously applied series is reverse-applied, the new one applied.
 if [ -n "$LINUX_DIR" ]; then
     TREE=$CACHE_BASE/work/tree-$(printf '%s' "$LINUX_DIR" | sha256sum | cut -c1-12)
-    SOURCE_ID="$LINUX_DIR $(tree_id "$LINUX_DIR")"
+    # What was copied depends on BUILT_RE too: a changed filter copies again.
+    SOURCE_ID="$LINUX_DIR $(tree_id "$LINUX_DIR") filter $(printf '%s' "$BUILT_RE" | sha256sum | cut -c1-8)"
 else
     TREE=$CACHE_BASE/work/linux-$SRC_VER
     SOURCE_ID="debian linux-source-6.1 $SRC_VER"
 fi
+[ "$PROFILE" = default ] || TREE=$TREE-$PROFILE
 [ -z "$USER_CONFIG" ] || TREE=$TREE-custom
 if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
     log "--clean: removing $TREE"
@@ -400,11 +442,11 @@ REQUIRED=$GUEST_DIR/config.required
 [ -f "$REQUIRED" ] || die "$REQUIRED is missing"
 
 if [ -z "$USER_CONFIG" ]; then
-    log "configuring: tinyconfig + guest/config"
+    log "configuring: tinyconfig + guest/config${PROFILE_FRAGS[*]:+ + ${PROFILE_FRAGS[*]##*/}}"
     "${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
-    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config") >> "$BUILD_LOG" 2>&1 \
+    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config" "${PROFILE_FRAGS[@]}") >> "$BUILD_LOG" 2>&1 \
         || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
-    VERIFY=("$GUEST_DIR/config")
+    VERIFY=("$GUEST_DIR/config" "${PROFILE_FRAGS[@]}")
 elif [ "$(config_kind "$USER_CONFIG")" = whole ]; then
     # A whole .config comes from elsewhere and cannot know krr: krr's required options are forced
     # over it, each change said.
@@ -415,11 +457,11 @@ elif [ "$(config_kind "$USER_CONFIG")" = whole ]; then
         || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
     VERIFY=()
 else
-    log "configuring: tinyconfig + guest/config + $USER_CONFIG"
+    log "configuring: tinyconfig + guest/config${PROFILE_FRAGS[*]:+ + ${PROFILE_FRAGS[*]##*/}} + $USER_CONFIG"
     "${MAKE[@]}" tinyconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make tinyconfig failed (log: $BUILD_LOG)"; }
-    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config" "$USER_CONFIG") >> "$BUILD_LOG" 2>&1 \
+    (cd "$TREE" && scripts/kconfig/merge_config.sh -m .config "$GUEST_DIR/config" "${PROFILE_FRAGS[@]}" "$USER_CONFIG") >> "$BUILD_LOG" 2>&1 \
         || { tail -n 30 "$BUILD_LOG" >&2; die "merge_config.sh failed (log: $BUILD_LOG)"; }
-    VERIFY=("$GUEST_DIR/config" "$USER_CONFIG")
+    VERIFY=("$GUEST_DIR/config" "${PROFILE_FRAGS[@]}" "$USER_CONFIG")
 fi
 "${MAKE[@]}" olddefconfig >> "$BUILD_LOG" 2>&1 || { tail -n 30 "$BUILD_LOG" >&2; die "make olddefconfig failed (log: $BUILD_LOG)"; }
 
@@ -591,6 +633,7 @@ kernel_release=$RELEASE
 kernel_source=$SRC_DESC
 debian_linux_source_version=${LINUX_DIR:+(not used: --linux)}${LINUX_DIR:-$SRC_VER}
 user_config=${USER_CONFIG:+$USER_CONFIG ($(config_kind "$USER_CONFIG"))}
+profile=$PROFILE${PROFILE_FRAGS[*]:+ (${PROFILE_FRAGS[*]##*/})}
 busybox_static_version=$BB_VER
 libc6_dev_version=$LIBC_VER
 gcc=$GCC_VER

@@ -9,7 +9,8 @@
  *  - it is PID 1 and must reap orphans; C makes that explicit.
  *
  * What it does:
- *  1. mounts proc on /proc, sysfs on /sys, devtmpfs on /dev, tmpfs on /tmp;
+ *  1. mounts proc on /proc, sysfs on /sys, devtmpfs on /dev, tmpfs on /tmp and /dev/shm, and
+ *     brings the loopback interface up (when the kernel has IPv4);
  *  2. finds the command (see guest/README.md, "Kernel command line"):
  *       0) from krr's VMM through the command port 0xf5 (krr-port.h), if it holds one;
  *       a) `krr.argv=<base64 of the NUL-terminated arguments>` on the kernel command line
@@ -29,7 +30,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +48,25 @@ static void do_mount(const char *src, const char *dst, const char *type, unsigne
     mkdir(dst, 0755);
     if (mount(src, dst, type, flags, data) != 0 && errno != EBUSY)
         dprintf(2, "krr-init: warning: mount %s failed: %s\n", dst, strerror(errno));
+}
+
+/* What ordinary programs expect of any Linux: 127.0.0.1 and ::1 answer. Nothing to do on a
+ * kernel without IPv4 (socket() fails with EAFNOSUPPORT). */
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
+            dprintf(2, "krr-init: warning: cannot bring lo up: %s\n", strerror(errno));
+    }
+    close(fd);
 }
 
 static int b64val(int c)
@@ -195,6 +218,8 @@ int main(int argc, char **argv)
     do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
     do_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    loopback_up();
 
     setenv("PATH", "/bin", 1);
     if (!getenv("HOME"))

@@ -217,6 +217,7 @@ impl<'a> Log<'a> {
 
     fn take(&mut self) -> Option<Event> {
         let e = self.peek()?.clone();
+        tracing::trace!(index = self.cursor, vcpu = self.vcpu, event = ?e, "replayed event");
         self.cursor += 1;
         if !matches!(e, Event::End { .. }) {
             self.seq += 1;
@@ -645,6 +646,7 @@ impl<'a> Replayer<'a> {
     /// Stop running the current vCPU (it waits as `park`) and run vCPU `v`, resumed the way it
     /// waits. `v`'s next event is the one at the cursor.
     fn switch_to(&mut self, log: &mut Log<'_>, park: Park, v: u32) -> Result<(), Box<Divergence>> {
+        tracing::debug!(event = log.cursor, from = log.vcpu, to = v, "kernel lock hand-off: switch vCPU");
         let Some(next) = self.parked.get_mut(v as usize).and_then(Option::take) else {
             let exp = log.expected();
             let why = if v as usize >= self.parked.len() {
@@ -1370,6 +1372,7 @@ impl<'a> Replayer<'a> {
 
     fn divergence(&self, log: &Log<'_>, what: String) -> Box<Divergence> {
         let index = log.cursor as u64;
+        tracing::debug!(event = index, vcpu = log.vcpu, rip = format_args!("{:#x}", self.cpu.rip), %what, "divergence");
         let from = log.cursor.saturating_sub(20);
         let to = (log.cursor + 1).min(self.events.len());
         Box::new(Divergence {

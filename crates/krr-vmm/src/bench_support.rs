@@ -84,6 +84,7 @@ pub fn workload_config(dir: &Path, workload: &str, record: Option<PathBuf>, prof
             start: crate::recorder::StartPoint::Init,
             producer: "krr bench".into(),
             kernel_version: String::new(),
+            progress: None,
         }),
         interrupt: None,
         profile,

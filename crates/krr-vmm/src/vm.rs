@@ -96,6 +96,8 @@ pub struct RecordConfig {
     pub producer: String,
     /// Kernel release and source version for the trace header.
     pub kernel_version: String,
+    /// Told how the recording goes about once a second (`krr record` on a terminal).
+    pub progress: Option<crate::recorder::ProgressSink>,
 }
 
 /// How a run ended.
@@ -403,7 +405,10 @@ fn start_recorder(
     };
     let writer = krr_trace::TraceWriter::create(&rc.dir, header, krr_trace::WriterOptions::default())
         .map_err(RecorderError::Trace)?;
-    Ok(Some(Recorder::new(writer, ring, StartPoint::from_cmdline(&meta.cmdline))))
+    Ok(Some(
+        Recorder::new(writer, ring, StartPoint::from_cmdline(&meta.cmdline))
+            .with_progress(rc.progress.clone()),
+    ))
 }
 
 /// Seal a recording after the run ended with `reason` (or failed).

@@ -37,6 +37,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics behind RUST_LOG (e.g. RUST_LOG=krr_vmm=debug, krr_replay=trace): VM exits,
+    // port I/O, ring flushes, lock hand-offs, replayed events. Silent otherwise.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = match cli.command {
         Command::Guest(args) => cmd::guest::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),

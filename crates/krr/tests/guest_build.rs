@@ -100,3 +100,10 @@ fn a_tree_that_is_not_linux_6_1_is_refused() {
     let err = guest_build(&["--linux", tree.to_str().unwrap()]).expect_err("6.6 is not supported");
     assert!(err.lines().last().unwrap().contains("is Linux 6.6.30"), "{err}");
 }
+
+#[test]
+fn debug_options_without_the_debug_profile_are_refused_in_one_line() {
+    let err = guest_build(&["--kasan"]).expect_err("KASAN needs SLUB, which the default profile lacks");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("need --profile debug"), "{err}");
+}

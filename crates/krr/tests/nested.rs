@@ -20,8 +20,8 @@ use std::process::Command;
 enum Check {
     /// `krr doctor` finds a KVM that runs user space.
     Doctor,
-    /// `krr record --accel kvm --smp N -- /bin/W`: exit 0, and the trace replays in full.
-    Record { smp: u32, workload: String },
+    /// `krr record --accel kvm --smp N [OPTS] -- /bin/W`: exit 0, and the trace replays in full.
+    Record { smp: u32, workload: String, opts: &'static str },
     /// A recording of an endless workload that gets SIGNAL once it has written events: INT and
     /// TERM seal it (exit 130, end "interrupted"), KILL cuts it; what it holds replays.
     Signal { smp: u32, signal: &'static str },
@@ -38,12 +38,14 @@ enum Check {
 type Entry = (String, Check);
 
 fn record(name: String, smp: u32, w: &str) -> Entry {
-    (name, Check::Record { smp, workload: w.to_string() })
+    (name, Check::Record { smp, workload: w.to_string(), opts: "" })
 }
 
-/// One pass: the 12 one-vCPU workloads, the six multi-core ones at two vCPUs, smp-mix at four.
+/// One pass: the 12 one-vCPU workloads, oom in 64 MiB (the OOM killer; its recorded user faults
+/// showed QEMU's SVM pushing RF=0, issue 17), the six multi-core ones at two vCPUs, smp-mix at four.
 fn one_pass() -> Vec<Entry> {
     let mut v: Vec<Entry> = ONE_VCPU.iter().map(|w| record(w.to_string(), 1, w)).collect();
+    v.push(("oom".into(), Check::Record { smp: 1, workload: "oom".into(), opts: "--mem 64M " }));
     v.extend(SMP.iter().map(|w| record(format!("{w}-2"), 2, w)));
     v.push(record("smp-mix-4".into(), 4, "smp-mix"));
     v
@@ -109,8 +111,8 @@ fn command((name, check): &Entry) -> String {
     let endless = "-- /bin/sh -c 'while :; do /bin/hello >/dev/null; done'";
     let args = match check {
         Check::Doctor => "doctor".to_string(),
-        Check::Record { smp, workload } => {
-            format!("record -o @TRACE --accel kvm --smp {smp} --timeout 150 -- /bin/{workload}")
+        Check::Record { smp, workload, opts } => {
+            format!("record -o @TRACE --accel kvm --smp {smp} {opts}--timeout 150 -- /bin/{workload}")
         }
         Check::Signal { smp, signal } => {
             format!("signal={signal} record -o @TRACE --accel kvm --smp {smp} --timeout 150 {endless}")

@@ -115,6 +115,17 @@ impl Devices {
 
     /// Port read of `size` bytes.
     pub fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        let value = self.io_in_inner(port, size);
+        tracing::trace!(
+            port = format_args!("{port:#x}"),
+            size,
+            value = format_args!("{value:#x}"),
+            "port in"
+        );
+        value
+    }
+
+    fn io_in_inner(&mut self, port: u16, size: u8) -> u32 {
         let ones = if size >= 4 { u32::MAX } else { (1u32 << (size * 8)) - 1 };
         match port {
             COM1_BASE..=0x3ff if size == 1 => self.serial.read((port - COM1_BASE) as u8) as u32,
@@ -137,6 +148,12 @@ impl Devices {
 
     /// Port write.
     pub fn io_out(&mut self, port: u16, size: u8, value: u32) -> PortAction {
+        tracing::trace!(
+            port = format_args!("{port:#x}"),
+            size,
+            value = format_args!("{value:#x}"),
+            "port out"
+        );
         match port {
             COM1_BASE..=0x3ff if size == 1 => {
                 self.serial.write((port - COM1_BASE) as u8, value as u8);

@@ -398,6 +398,23 @@ fn settle(vcpu: &mut VcpuFd) {
     vcpu.set_kvm_immediate_exit(0);
 }
 
+/// A VM exit's kind, for the trace log (the exit itself borrows the vCPU's run area).
+fn exit_kind(exit: &VcpuExit<'_>) -> &'static str {
+    match exit {
+        VcpuExit::IoIn(..) => "io-in",
+        VcpuExit::IoOut(..) => "io-out",
+        VcpuExit::MmioRead(..) => "mmio-read",
+        VcpuExit::MmioWrite(..) => "mmio-write",
+        VcpuExit::Hlt => "hlt",
+        VcpuExit::Shutdown => "shutdown",
+        VcpuExit::SystemEvent(..) => "system-event",
+        VcpuExit::FailEntry(..) => "fail-entry",
+        VcpuExit::InternalError => "internal-error",
+        VcpuExit::Intr => "intr",
+        _ => "other",
+    }
+}
+
 fn run_vcpu(vcpu: &mut VcpuFd, id: usize, ctx: &VcpuContext, ram: &GuestRam) -> VcpuStop {
     loop {
         if ctx.stop.load(Ordering::Acquire) {
@@ -405,6 +422,7 @@ fn run_vcpu(vcpu: &mut VcpuFd, id: usize, ctx: &VcpuContext, ram: &GuestRam) -> 
             return VcpuStop::Kicked;
         }
         let exit = vcpu.run();
+        tracing::trace!(vcpu = id, exit = ?exit.as_ref().map(exit_kind), "KVM exit");
         let lock = || ctx.devices.lock().unwrap_or_else(|p| p.into_inner());
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {

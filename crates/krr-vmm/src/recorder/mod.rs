@@ -142,6 +142,29 @@ pub struct RecordSummary {
     pub start: StartPoint,
 }
 
+/// How a recording is going, reported about once a second (a progress line on a terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordProgress {
+    /// Events written to the trace so far.
+    pub events: u64,
+    /// Times the guest filled its ring and waited for the recorder.
+    pub ring_flushes: u64,
+    /// Ring bytes turned into events so far.
+    pub ring_bytes: u64,
+    /// Since the agent started recording.
+    pub elapsed: Duration,
+}
+
+/// Receives [`RecordProgress`] while a recording runs.
+#[derive(Clone)]
+pub struct ProgressSink(pub std::sync::Arc<dyn Fn(&RecordProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
 /// Drains the ring into a [`TraceWriter`].
 #[derive(Debug)]
 pub struct Recorder {
@@ -163,6 +186,8 @@ pub struct Recorder {
     snapshot_bytes: u64,
     scratch: Vec<u8>,
     records: Vec<ring::Record>,
+    progress: Option<ProgressSink>,
+    started_at: Option<Instant>,
 }
 
 impl Recorder {
@@ -184,7 +209,15 @@ impl Recorder {
             snapshot_bytes: 0,
             scratch: Vec::new(),
             records: Vec::new(),
+            progress: None,
+            started_at: None,
         }
+    }
+
+    /// Report progress to `sink` about once a second once the agent has started.
+    pub fn with_progress(mut self, sink: Option<ProgressSink>) -> Self {
+        self.progress = sink;
+        self
     }
 
     /// Whether the guest agent has started recording.
@@ -215,6 +248,8 @@ impl Recorder {
             crc32: crc32fast::hash(&data),
         })?;
         self.started = true;
+        tracing::info!(snapshot_bytes = self.snapshot_bytes, "the guest agent started recording");
+        self.started_at = Some(Instant::now());
         self.consumed = 0;
         Ok(())
     }
@@ -235,11 +270,19 @@ impl Recorder {
         self.flushes += 1;
         let stall = t.elapsed();
         self.flush_stall = (self.flush_stall.0 + stall, self.flush_stall.1.max(stall));
+        tracing::debug!(
+            used,
+            flush = self.flushes,
+            stall_us = stall.as_micros() as u64,
+            events = self.writer.events(),
+            "ring flush"
+        );
         Ok(())
     }
 
     /// The agent reported a panic (`PORT_CTRL` = `CTRL_PANIC`), after flushing its ring.
     pub fn on_panic(&mut self) {
+        tracing::info!(events = self.writer.events(), "the guest agent reported a kernel panic");
         self.panicked = true;
     }
 
@@ -325,6 +368,14 @@ impl Recorder {
         if self.last_sync.elapsed() >= FLUSH_EVERY {
             self.writer.flush()?;
             self.last_sync = Instant::now();
+            if let (Some(sink), Some(started_at)) = (&self.progress, self.started_at) {
+                sink.0(&RecordProgress {
+                    events: self.writer.events(),
+                    ring_flushes: self.flushes,
+                    ring_bytes: self.ring_bytes,
+                    elapsed: started_at.elapsed(),
+                });
+            }
         }
         Ok(())
     }

@@ -22,6 +22,20 @@ pub struct GuestArgs {
 /// What to build: krr's default guest, or a kernel developer's tree, config and patches.
 #[derive(Debug, Clone, Default, clap::Args)]
 struct Inputs {
+    /// default: krr's small, fast kernel; debug: a kernel like the ones bugs are found on (SLUB,
+    /// voluntary preemption, ext4, loop, IPv4/IPv6, packet sockets, nf_tables, qdiscs, TLS,
+    /// io_uring, BPF, namespaces, cgroups, n_gsm, watch_queue; panic_on_warn, panic on oops).
+    #[arg(long, value_enum, default_value_t = Profile::Default)]
+    profile: Profile,
+    /// (debug profile) Generic KASAN; a report panics the kernel (kasan.fault=panic).
+    #[arg(long)]
+    kasan: bool,
+    /// (debug profile) Lockdep (PROVE_LOCKING) and sleep-in-atomic checks.
+    #[arg(long)]
+    lockdep: bool,
+    /// (debug profile) Preemption model: voluntary (default) or full.
+    #[arg(long, value_enum)]
+    preempt: Option<Preempt>,
     /// A Linux 6.1.y source tree to build instead of Debian's linux-source-6.1 (copied, never
     /// modified; its git HEAD and uncommitted changes, or its files' sizes and mtimes, are part of
     /// the cache key).
@@ -36,9 +50,36 @@ struct Inputs {
     patch: Vec<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Profile {
+    #[default]
+    Default,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Preempt {
+    Voluntary,
+    Full,
+}
+
 impl Inputs {
     fn script_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args = Vec::new();
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.profile == Profile::Debug {
+            args.push("--profile=debug".into());
+        }
+        if self.kasan {
+            args.push("--kasan".into());
+        }
+        if self.lockdep {
+            args.push("--lockdep".into());
+        }
+        match self.preempt {
+            Some(Preempt::Voluntary) => args.push("--preempt=voluntary".into()),
+            Some(Preempt::Full) => args.push("--preempt=full".into()),
+            None => {}
+        }
         let mut push = |flag: &str, value: &Path| {
             args.push(flag.into());
             args.push(value.as_os_str().to_owned());
@@ -82,7 +123,7 @@ enum GuestAction {
         inputs: Inputs,
         /// Print instead where the guest's sources (build.sh, config, the agent patches, the
         /// workloads) are: this krr's embedded copy, unpacked into the cache.
-        #[arg(long, conflicts_with_all = ["linux", "config", "patch"])]
+        #[arg(long, conflicts_with_all = ["linux", "config", "patch", "kasan", "lockdep", "preempt"])]
         sources: bool,
     },
 }

@@ -30,6 +30,16 @@ pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 
+/// A duration for a progress line: `42 s`, `3 min 05 s`, `1 h 02 min`.
+pub fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// `krr run --json` / `krr record --json`: how the run ended, as one JSON object on the last line
 /// of stdout, with `extra`'s fields (the trace's, when recording) merged in.
 pub fn print_json_summary(out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path, extra: serde_json::Value) {
@@ -95,6 +105,14 @@ fn describe_place(p: &krr_vmm::VcpuPlace, syms: &[krr_vmm::boot::FunctionSymbol]
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_like_a_clock() {
+        assert_eq!(super::duration_text(0.4), "0 s");
+        assert_eq!(super::duration_text(42.0), "42 s");
+        assert_eq!(super::duration_text(185.0), "3 min 05 s");
+        assert_eq!(super::duration_text(3720.0), "1 h 02 min");
+    }
+
     use super::*;
 
     #[test]

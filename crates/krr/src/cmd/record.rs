@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::{bail, Context};
-use krr_vmm::recorder::StartPoint;
+use krr_vmm::recorder::{ProgressSink, RecordProgress, StartPoint};
 use krr_vmm::vm::RecordConfig;
 use krr_vmm::ExitReason;
 
@@ -110,8 +112,31 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     cfg.from_snapshot = args.from_snapshot.clone();
-    cfg.record = Some(record_config(&cfg, output.clone(), args.ring, start));
-    let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", output.display()))?;
+    let mut rc = record_config(&cfg, output.clone(), args.ring, start);
+    // A progress line on a terminal, redrawn about once a second, when the guest's console does
+    // not share that terminal (stdout redirected); nothing in pipes and logs.
+    let tty = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    if tty {
+        rc.progress = Some(ProgressSink(std::sync::Arc::new(|p: &RecordProgress| {
+            let secs = p.elapsed.as_secs_f64().max(1e-9);
+            eprint!(
+                "\r\x1b[Kkrr record: {} events ({:.0}/s), {} ring flushes, {:.1} MB of ring records, {}",
+                p.events,
+                p.events as f64 / secs,
+                p.ring_flushes,
+                p.ring_bytes as f64 / 1e6,
+                super::duration_text(secs)
+            );
+            let _ = std::io::stderr().flush();
+        })));
+    }
+    cfg.record = Some(rc);
+    let out = krr_vmm::vm::run(&cfg).with_context(|| format!("recording into {}", output.display()));
+    if tty {
+        // End the progress line (if one was drawn) before the summary.
+        eprint!("\r\x1b[K");
+    }
+    let out = out?;
     let secs = out.elapsed.as_secs_f64();
     let Some(rec) = &out.record else { bail!("the run ended without a trace") };
     if rec.snapshot_bytes == 0 {
@@ -238,5 +263,6 @@ pub fn record_config(
         start,
         producer: format!("krr {}", env!("CARGO_PKG_VERSION")),
         kernel_version,
+        progress: None,
     }
 }

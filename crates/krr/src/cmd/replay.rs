@@ -112,10 +112,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let result = r.run(|ev, insns| {
         if tty {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
+            // Events are uneven in instructions; the rate so far is still the best guess.
+            let eta = if ev > 0 && total > ev { secs * (total - ev) as f64 / ev as f64 } else { 0.0 };
             eprint!(
-                "\rkrr replay: event {ev}/{total} ({:.0} %), {insns} instructions, {:.0} M/s   ",
+                "\rkrr replay: event {ev}/{total} ({:.0} %), {insns} instructions, {:.0} M/s, ETA {}   ",
                 100.0 * ev as f64 / total.max(1) as f64,
-                insns as f64 / secs / 1e6
+                insns as f64 / secs / 1e6,
+                super::duration_text(eta)
             );
             let _ = std::io::stderr().flush();
         }
