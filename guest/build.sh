@@ -175,7 +175,7 @@ compute_key_text() {
 # What a kernel build leaves in a source tree: neither part of its identity nor copied.
 BUILT_RE='(^|/)(\.git|include/generated|include/config|arch/[^/]+/include/generated)(/|$)|\.(o|a|ko|cmd|mod|mod\.c|order|symvers|dwo)$|(^|/)\.tmp_[^/]*$|^(vmlinux|vmlinux\.[ao]|vmlinux-gdb\.py|System\.map|\.config|\.config\.old|\.version|modules\.[^/]*|arch/x86/boot/bzImage|arch/x86/kernel/vmlinux\.lds)$'
 is_git_top() { [ "$(git -C "$1" rev-parse --show-toplevel 2>/dev/null)" = "$1" ]; }
-tree_files() { # NUL-separated relative paths of DIR's source files
+tree_files() { # NUL-separated paths of DIR's source files, relative to DIR
     if is_git_top "$1"; then
         git -C "$1" ls-files -z -co --exclude-standard
     else
@@ -188,7 +188,7 @@ tree_id() { # identity of DIR's sources: git HEAD + uncommitted changes, else si
         echo "git $(git -C "$d" rev-parse HEAD) changes $({ git -C "$d" diff HEAD --binary
             git -C "$d" ls-files -z -o --exclude-standard | { grep -zEv "$BUILT_RE" || true; } | (cd "$d" && xargs -0r sha256sum); } | sha256sum | cut -c1-16)"
     else
-        echo "files $(cd "$d" && tree_files . | xargs -0r stat -c '%n %s %Y' | LC_ALL=C sort | sha256sum | cut -c1-16)"
+        echo "files $(tree_files "$d" | (cd "$d" && xargs -0r stat -c '%n %s %Y') | LC_ALL=C sort | sha256sum | cut -c1-16)"
     fi
 }
 tree_version() { # VERSION.PATCHLEVEL.SUBLEVEL from DIR/Makefile
@@ -335,7 +335,7 @@ extract_tree() {
     mkdir -p "$TREE.tmp"
     if [ -n "$LINUX_DIR" ]; then
         log "copying the sources of $LINUX_DIR into $TREE (your tree is not modified)"
-        (cd "$LINUX_DIR" && tree_files . | tar --null -T - -cf -) | tar -xf - -C "$TREE.tmp"
+        tree_files "$LINUX_DIR" | (cd "$LINUX_DIR" && tar --null -T - -cf -) | tar -xf - -C "$TREE.tmp"
     else
         log "extracting $TARBALL (linux-source-6.1 $SRC_VER) into $TREE"
         tar -xf "$TARBALL" -C "$TREE.tmp" --strip-components=1

@@ -39,7 +39,8 @@ for w in "${workloads[@]}"; do
     [ -z "$only" ] || [[ $only == *",$w,"* ]] || continue
     opts=(--accel emu --quiet --timeout 1800)
     want=0
-    case $w in smp-*) opts+=(--smp 2) ;; oom) opts+=(--mem 64M) ;; panic) want=125 ;; esac
+    # oom: small, so the OOM killer comes soon, but room for a KASAN kernel's shadow memory.
+    case $w in smp-*) opts+=(--smp 2) ;; oom) opts+=(--mem 128M) ;; panic) want=125 ;; esac
     t="$out/$w"
     rm -rf "$t"
     s=$(date +%s.%N)

@@ -214,9 +214,10 @@ fn a_from_boot_recording_of_two_vcpus_replays() {
 fn a_recording_stopped_midway_replays_to_its_end() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("stopped");
-    // 20 s: the guest reaches the start point (just before /init) well before, also on a busy
-    // host; the workload runs for minutes.
-    let rec = record_emu_with(&trace, &["--smp", "2", "--timeout", "20"], &["/bin/smp-mix", "1000"]);
+    // 60 s: the guest reaches the start point (just before /init, ~130 M instructions at two
+    // vCPUs) well before, also on a host busy with other emulators (20 s was not always enough
+    // there); the workload runs for far longer.
+    let rec = record_emu_with(&trace, &["--smp", "2", "--timeout", "60"], &["/bin/smp-mix", "1000"]);
     assert_eq!(rec.status.code(), Some(124), "{}", text(&rec.stderr));
     assert!(text(&rec.stderr).contains("end reason stopped"), "{}", text(&rec.stderr));
     let ev = events(&trace);
