@@ -286,10 +286,18 @@ fn killed_recorder_leaves_a_readable_trace() {
 #[ignore = "needs root (mounts a small tmpfs)"]
 fn a_full_disk_is_one_line_and_keeps_what_was_written() {
     let tmp = tempfile::tempdir().unwrap();
+    // A disk with room for the start snapshot and a few blocks of events: sized from a recording
+    // of hello (the snapshot's size follows the guest kernel's and varies a little from run to
+    // run), for a workload that writes over a megabyte of events.
+    let sizing = tmp.path().join("sizing");
+    let out = record(&sizing, &["/bin/hello"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let snapshot = std::fs::metadata(sizing.join("snapshot")).unwrap().len();
+    let size_k = snapshot / 1024 + 256;
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3800K", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size_k}K"), "tmpfs"])
         .arg(&mnt)
         .status()
         .unwrap();
@@ -302,7 +310,7 @@ fn a_full_disk_is_one_line_and_keeps_what_was_written() {
     }
     let _unmount = Unmount(&mnt);
     let trace = mnt.join("t");
-    let out = record(&trace, &["/bin/forkexec"]);
+    let out = record(&trace, &["/bin/sh", "-c", "for i in $(seq 20); do /bin/forkexec >/dev/null; done"]);
     let e = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
