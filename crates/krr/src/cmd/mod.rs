@@ -53,8 +53,6 @@ pub fn print_json_summary(out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path, 
         ExitReason::KvmCannotRunUserSpace => ("kvm_cannot_run_user_space", None, None),
         ExitReason::SnapshotSaved { path, .. } => ("snapshot_saved", None, Some(path.display().to_string())),
     };
-    let mut syms = krr_vmm::boot::function_symbols(vmlinux).unwrap_or_default();
-    syms.sort_by_key(|s| s.addr);
     let mut v = serde_json::json!({
         "status": status,
         "exit_code": exit_code,
@@ -65,7 +63,7 @@ pub fn print_json_summary(out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path, 
         "to_init_seconds": out.to_init.map(|d| d.as_secs_f64()),
         "guest_instructions": (out.instructions > 0).then_some(out.instructions),
         "console_bytes": out.console.len(),
-        "vcpus_at_end": out.vcpus_at_end.iter().map(|p| describe_place(p, &syms)).collect::<Vec<_>>(),
+        "vcpus_at_end": places_at_end(out, vmlinux),
     });
     if let (Some(all), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
         all.extend(more);
@@ -81,10 +79,19 @@ pub fn print_vcpus_at_end(who: &str, out: &krr_vmm::RunOutcome, vmlinux: &std::p
     if out.vcpus_at_end.is_empty() {
         return;
     }
+    let places = places_at_end(out, vmlinux);
+    eprintln!("krr {who}: where the vCPUs were: {}", places.join("; "));
+}
+
+/// Each stopped vCPU's place, named with the kernel's functions; the vmlinux's symbols are read
+/// only when there is a place to name.
+fn places_at_end(out: &krr_vmm::RunOutcome, vmlinux: &std::path::Path) -> Vec<String> {
+    if out.vcpus_at_end.is_empty() {
+        return Vec::new();
+    }
     let mut syms = krr_vmm::boot::function_symbols(vmlinux).unwrap_or_default();
     syms.sort_by_key(|s| s.addr);
-    let places: Vec<String> = out.vcpus_at_end.iter().map(|p| describe_place(p, &syms)).collect();
-    eprintln!("krr {who}: where the vCPUs were: {}", places.join("; "));
+    out.vcpus_at_end.iter().map(|p| describe_place(p, &syms)).collect()
 }
 
 fn describe_place(p: &krr_vmm::VcpuPlace, syms: &[krr_vmm::boot::FunctionSymbol]) -> String {
