@@ -12,12 +12,12 @@ CACHE_BASE=${KRR_CACHE_DIR:-$HOME/.cache/krr}/guest
 JOBS=$(nproc)
 MODE=build
 FORCE=0
-PKGS=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev busybox-static cpio xz-utils)
+PKGS=(linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev gcc-12-plugin-dev busybox-static cpio xz-utils)
 
 usage() {
     cat <<EOF
 Usage: guest/build.sh [--profile default|debug [--kasan] [--lockdep] [--preempt voluntary|full]]
-                      [--linux DIR] [--config FILE] [--patch FILE]... [--print-dir] [--force]
+                      [--counter plugin|trace-pc] [--linux DIR] [--config FILE] [--patch FILE]... [--print-dir] [--force]
                       [--clean] [--jobs N]
 
 Builds the krr guest kernel (vmlinux with debug info, bzImage) and initramfs, caching the result in
@@ -35,6 +35,9 @@ Profiles (guest/profiles/):
   --kasan       (debug) generic KASAN, reports panic (kasan.fault=panic)
   --lockdep     (debug) lockdep (PROVE_LOCKING) and sleep-in-atomic checks
   --preempt M   (debug) voluntary (the default) or full (CONFIG_PREEMPT)
+  --counter C   the position counter: plugin (the default; inline increments at function entries
+                and loop heads, guest/patches/0003) or trace-pc (a callback in every basic block,
+                the old counter, for comparison: guest/profiles/trace-pc.config)
 
 Your kernel:
   --linux DIR   build this Linux 6.1.y source tree instead of Debian's linux-source-6.1. DIR is
@@ -64,6 +67,7 @@ PROFILE=default
 KASAN=0
 LOCKDEP=0
 PREEMPT=
+COUNTER=plugin
 LINUX_DIR=
 USER_CONFIG=
 USER_PATCHES=()
@@ -78,7 +82,8 @@ while [ $# -gt 0 ]; do
         --kasan) KASAN=1 ;;
         --lockdep) LOCKDEP=1 ;;
         --preempt=*) PREEMPT=${1#--preempt=} ;;
-        --linux|--config|--patch|--profile|--preempt)
+        --counter=*) COUNTER=${1#--counter=} ;;
+        --linux|--config|--patch|--profile|--preempt|--counter)
             [ $# -ge 2 ] || { echo "build.sh: $1 needs a value" >&2; exit 2; }
             set -- "$1=$2" "${@:3}"; continue ;;
         --linux=*)
@@ -160,6 +165,7 @@ compute_key_text() {
     done < <(input_files)
     # The profile and the user's inputs (absent for the default guest, so its key does not change).
     [ "$PROFILE" = default ] || echo "profile $PROFILE kasan=$KASAN lockdep=$LOCKDEP preempt=${PREEMPT:-voluntary}"
+    [ "$COUNTER" = plugin ] || echo "counter $COUNTER"
     if [ -n "$LINUX_DIR" ]; then
         echo "linux-tree=$(tree_version "$LINUX_DIR") $(tree_id "$LINUX_DIR")" || return 1
     fi
@@ -206,6 +212,7 @@ case $PROFILE in
     *) die "--profile $PROFILE: the profiles are default and debug" ;;
 esac
 case ${PREEMPT:-voluntary} in voluntary|full) ;; *) die "--preempt $PREEMPT: voluntary or full" ;; esac
+case $COUNTER in plugin|trace-pc) ;; *) die "--counter $COUNTER: plugin or trace-pc" ;; esac
 # The profile's fragments, merged after guest/config and before a --config fragment.
 PROFILE_FRAGS=()
 if [ "$PROFILE" = debug ]; then
@@ -214,6 +221,7 @@ if [ "$PROFILE" = debug ]; then
     [ "$LOCKDEP" = 0 ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/lockdep.config")
     [ "$PREEMPT" != full ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/preempt-full.config")
 fi
+[ "$COUNTER" = plugin ] || PROFILE_FRAGS+=("$GUEST_DIR/profiles/$COUNTER.config")
 
 LINUX_VER=
 if [ -n "$LINUX_DIR" ]; then
@@ -226,6 +234,9 @@ fi
 
 if [ -n "$USER_CONFIG" ] && [ "$PROFILE" != default ] && [ "$(config_kind "$USER_CONFIG")" = whole ]; then
     die "--config $USER_CONFIG is a whole .config: it already says everything a profile would; drop --profile or pass a fragment"
+fi
+if [ -n "$USER_CONFIG" ] && [ "$COUNTER" != plugin ] && [ "$(config_kind "$USER_CONFIG")" = whole ]; then
+    die "--config $USER_CONFIG is a whole .config: choose the counter in it (CONFIG_KRR_POS_TRACE_PC=y) instead of --counter"
 fi
 
 # A --config fragment is written for krr: one that turns off what krr needs is a mistake to refuse
@@ -310,6 +321,7 @@ else
     SOURCE_ID="debian linux-source-6.1 $SRC_VER"
 fi
 [ "$PROFILE" = default ] || TREE=$TREE-$PROFILE
+[ "$COUNTER" = plugin ] || TREE=$TREE-$COUNTER
 [ -z "$USER_CONFIG" ] || TREE=$TREE-custom
 if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
     log "--clean: removing $TREE"

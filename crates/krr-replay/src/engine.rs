@@ -1090,9 +1090,9 @@ impl<'a> Replayer<'a> {
 
     /// Look ahead from a matching interrupt point, on a copy of the machine (memory writes are
     /// undone, the CPU state restored): if the same RIP and GPRs come back before the position
-    /// counter can move (the next `__sanitizer_cov_trace_pc` call, an input, an agent hook, user
-    /// mode, or `LOOKAHEAD` instructions), the point is ambiguous. Returns how many instructions
-    /// later it recurred.
+    /// counter has moved (an inline increment or a `__sanitizer_cov_trace_pc` call, seen when the
+    /// RIP comes back), an input, an agent hook, user mode, or `LOOKAHEAD` instructions, the point
+    /// is ambiguous. Returns how many instructions later it recurred.
     fn ambiguous(&mut self, pos: u64, regs: &Regs) -> Option<u64> {
         const LOOKAHEAD: u64 = 4096;
         let saved = krr_vmm::snapshot::encode_cpu(&self.cpu);
@@ -1126,8 +1126,9 @@ impl<'a> Replayer<'a> {
                         }
                         break;
                     }
-                    if rip0 == trace_pc {
-                        // The callback itself: the next arrival is a later position.
+                    if rip0 == trace_pc || now != Some(pos) {
+                        // The counter moved (it never goes back): every later arrival is at
+                        // a later position.
                         break;
                     }
                 }

@@ -96,8 +96,9 @@ fn main() {
     }
     println!(
         "rec/run: wall-time ratio of the workload part (medians). kern+: extra kernel instructions when \
-         recording (hooks and ring). pos: the position counter's call+incq+ret per instrumented block, \
-         relative to the kernel without it (both runs pay it). hooks: instructions inside the agent's \
+         recording (hooks and ring). pos: the position counter's instructions (an inline incq per function entry \
+         and loop head, or a trace-pc kernel's call+incq+ret per block), relative to the kernel without them \
+         (both runs pay it). hooks: instructions inside the agent's \
          krr_* functions other than the ring's while recording; ring: inside krr_ring_* (open a record with \
          interrupts off and the ring locked, publish it, flush a full ring); both relative to the unrecorded \
          kernel."

@@ -98,3 +98,28 @@ pub fn symbols(path: &Path, functions_only: bool) -> Result<Vec<FunctionSymbol>,
         })
         .collect())
 }
+
+/// The addresses in the executable sections of the ELF file at `path` where the bytes `pattern`
+/// start (e.g. an instruction's encoding; a match inside another instruction is harmless to a
+/// caller that only asks about addresses execution reaches).
+pub fn code_matches(path: &Path, pattern: &[u8]) -> Result<Vec<u64>, BootError> {
+    use object::{ObjectSection, SectionKind};
+    let bad = |reason: String| BootError::BadKernel { path: path.to_owned(), reason };
+    let bytes = std::fs::read(path).map_err(|e| BootError::Io { path: path.to_owned(), err: e })?;
+    let file = object::File::parse(&*bytes).map_err(|e| bad(format!("{e}")))?;
+    let mut at = Vec::new();
+    if pattern.is_empty() {
+        return Ok(at);
+    }
+    for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+        let data = section.data().map_err(|e| bad(format!("{e}")))?;
+        at.extend(
+            data.windows(pattern.len())
+                .enumerate()
+                .filter(|(_, w)| *w == pattern)
+                .map(|(i, _)| section.address() + i as u64),
+        );
+    }
+    at.sort_unstable();
+    Ok(at)
+}

@@ -12,7 +12,7 @@ mod params;
 
 use std::path::Path;
 
-pub use elf::{function_symbols, load_elf, symbols, FunctionSymbol, KernelImage};
+pub use elf::{code_matches, function_symbols, load_elf, symbols, FunctionSymbol, KernelImage};
 pub use mptable::mptable;
 pub use params::{e820_map, E820Entry, E820_RAM, E820_RESERVED};
 

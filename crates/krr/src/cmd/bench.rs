@@ -172,6 +172,7 @@ fn child(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "user": p.user,
             "kernel": p.kernel,
             "trace_pc_calls": p.trace_pc_calls,
+            "inline_increments": p.inline_increments,
             "agent": p.agent,
             "ring": p.ring,
         })),
@@ -806,13 +807,14 @@ impl Bench {
             "flushes"
         );
         for w in ws {
-            let (ur, kr, kc, ag, ring, pc) = (
+            let (ur, kr, kc, ag, ring, pc, inl) = (
                 pu(&w.profile_run, "user"),
                 pu(&w.profile_run, "kernel"),
                 pu(&w.profile_record, "kernel"),
                 pu(&w.profile_record, "agent"),
                 pu(&w.profile_record, "ring"),
                 pu(&w.profile_run, "trace_pc_calls"),
+                pu(&w.profile_run, "inline_increments"),
             );
             let (urec,) = (pu(&w.profile_record, "user"),);
             let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -827,8 +829,13 @@ impl Bench {
                 (Some(kr), Some(kc)) if kr > 0 => Some(100.0 * (kc as f64 - kr as f64) / kr as f64),
                 _ => None,
             };
-            let pos = match (pc, kr) {
-                (Some(pc), Some(kr)) if kr > 3 * pc => Some(100.0 * (3 * pc) as f64 / (kr - 3 * pc) as f64),
+            // The counter's instructions: the trace-pc callback's call, incq and ret, or the
+            // plugin's inline incq.
+            let pos = match (pc, inl, kr) {
+                (Some(pc), inl, Some(kr)) if kr > 3 * pc + inl.unwrap_or(0) => {
+                    let cost = 3 * pc + inl.unwrap_or(0);
+                    Some(100.0 * cost as f64 / (kr - cost) as f64)
+                }
                 _ => None,
             };
             let per_ev = extra.filter(|_| w.events > 0).map(|e| e as f64 / w.events as f64);
@@ -900,8 +907,9 @@ impl Bench {
             "\nuser, kernel run/rec: instructions from the kernel's krr_start_init to the end (profiled run, profiled \
              recording). kern+%: extra kernel instructions when recording. agent%: instructions in the agent's krr_* \
              functions while recording, of the unrecorded kernel's; ring%: the part of them in the ring's \
-             krr_ring_* functions (the rest is the hooks'). pos%: the position counter (call+incq+ret per \
-             instrumented block; krr run pays it too) relative to the kernel without it. +ins/ev: extra guest \
+             krr_ring_* functions (the rest is the hooks'). pos%: the position counter (an inline incq per \
+             function entry and loop head, or call+incq+ret per block on a trace-pc kernel; krr run pays it too) \
+             relative to the kernel without it. +ins/ev: extra guest \
              instructions per recorded event. repl Mk/s: kernel instructions replayed per second. flushes: ring-full \
              exits. events B: the compressed event stream; trace B: the whole trace directory (start snapshot, \
              console, header). qemu rr B: the whole rr log (from power-on); rr B wkld: the part written after the \

@@ -36,6 +36,11 @@ struct Inputs {
     /// (debug profile) Preemption model: voluntary (default) or full.
     #[arg(long, value_enum)]
     preempt: Option<Preempt>,
+    /// The position counter: plugin (inline increments at function entries and loop heads, a
+    /// few percent of kernel instructions) or trace-pc (a callback in every basic block, about a
+    /// third of them; the counter krr had before, for comparison).
+    #[arg(long, value_enum, default_value_t = Counter::Plugin)]
+    counter: Counter,
     /// A Linux 6.1.y source tree to build instead of Debian's linux-source-6.1 (copied, never
     /// modified; its git HEAD and uncommitted changes, or its files' sizes and mtimes, are part of
     /// the cache key).
@@ -55,6 +60,13 @@ enum Profile {
     #[default]
     Default,
     Debug,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Counter {
+    #[default]
+    Plugin,
+    TracePc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +91,9 @@ impl Inputs {
             Some(Preempt::Voluntary) => args.push("--preempt=voluntary".into()),
             Some(Preempt::Full) => args.push("--preempt=full".into()),
             None => {}
+        }
+        if self.counter == Counter::TracePc {
+            args.push("--counter=trace-pc".into());
         }
         let mut push = |flag: &str, value: &Path| {
             args.push(flag.into());
@@ -123,7 +138,7 @@ enum GuestAction {
         inputs: Inputs,
         /// Print instead where the guest's sources (build.sh, config, the agent patches, the
         /// workloads) are: this krr's embedded copy, unpacked into the cache.
-        #[arg(long, conflicts_with_all = ["linux", "config", "patch", "kasan", "lockdep", "preempt"])]
+        #[arg(long, conflicts_with_all = ["linux", "config", "patch", "kasan", "lockdep", "preempt", "counter"])]
         sources: bool,
     },
 }
