@@ -328,18 +328,22 @@ if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
     rm -rf "$TREE"
 fi
 
+# unapply_old_series [KEEP]: reverse-apply the series applied to the tree, last patch first, all
+# but its first KEEP patches (default 0: all of them).
 unapply_old_series() {
-    local applied=$TREE/.krr-applied p
+    local applied=$TREE/.krr-applied p i keep=${1:-0}
     [ -d "$applied" ] || return 0
     local list=()
-    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort -r)
-    for p in "${list[@]}"; do
+    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+    for ((i = ${#list[@]} - 1; i >= keep; i--)); do
+        p=${list[$i]}
         if ! (cd "$TREE" && patch -p1 -R -s --no-backup-if-mismatch -r - < "$applied/$p" >/dev/null); then
             log "could not reverse-apply the previously applied $p; re-extracting the source"
             return 1
         fi
+        rm -f "$applied/$p"
     done
-    rm -rf "$applied"
+    [ "$keep" -gt 0 ] || rm -rf "$applied"
 }
 
 extract_tree() {
@@ -380,14 +384,35 @@ same_series() {
     done
 }
 
+# How many leading patches of the applied series are the current series' first ones, unchanged.
+common_prefix() {
+    local applied=$TREE/.krr-applied list=() i=0
+    [ -d "$applied" ] || { echo 0; return; }
+    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+    while [ "$i" -lt "${#list[@]}" ] && [ "$i" -lt "${#PATCH_NAMES[@]}" ] \
+        && [ "${list[$i]}" = "${PATCH_NAMES[$i]}" ] && cmp -s "$applied/${list[$i]}" "${PATCH_FILES[$i]}"; do
+        i=$((i + 1))
+    done
+    echo "$i"
+}
+
 APPLY=("${!PATCH_NAMES[@]}")
 if [ ! -f "$TREE/Makefile" ] || [ "$(cat "$TREE/.krr-source-id" 2>/dev/null || echo "debian linux-source-6.1 $SRC_VER")" != "$SOURCE_ID" ]; then
     extract_tree
 elif same_series; then
     log "the kernel tree already carries the patch series as it is"
     APPLY=()
-elif ! unapply_old_series; then
-    extract_tree
+else
+    # Keep what the old and new series share at their start (krr's agent, typically) and swap
+    # only the rest, so that a new --patch rebuilds the files it and its predecessor touch, not
+    # everything the agent's headers reach.
+    keep=$(common_prefix)
+    if unapply_old_series "$keep"; then
+        APPLY=("${APPLY[@]:$keep}")
+        [ "$keep" = 0 ] || log "the kernel tree keeps the first $keep patch(es) of the series applied"
+    else
+        extract_tree
+    fi
 fi
 
 mkdir -p "$TREE/.krr-applied"

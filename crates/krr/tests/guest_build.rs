@@ -70,6 +70,40 @@ fn a_guest_with_a_config_fragment_and_a_patch_records_and_replays_and_the_patch_
     assert_eq!(summary["diverged"], false, "{summary}");
 }
 
+/// A changed `--patch` swaps only the user's patch in the cached work tree: krr's agent patches
+/// stay applied (re-applying them would touch headers the whole kernel includes), so the build
+/// recompiles a handful of files, not the kernel.
+#[test]
+fn a_changed_patch_keeps_the_agent_applied_and_recompiles_little() {
+    let frag = data("sysvipc.config");
+    let agent = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../guest/patches"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".patch"))
+        .count();
+    let build = |patch: &str| {
+        let out = krr()
+            .args(["guest", "build", "--force", "--config"])
+            .arg(&frag)
+            .arg("--patch")
+            .arg(data(patch))
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        (PathBuf::from(text(&out.stdout).lines().last().expect("the output directory").trim()), err)
+    };
+    // Whatever the tree carried before, it now carries the agent and the first patch.
+    build("sync-printk.patch");
+    let (dir, err) = build("sync-printk-v2.patch");
+    assert!(
+        err.contains(&format!("keeps the first {agent} patch(es) of the series applied")),
+        "only the user's patch is swapped:\n{err}"
+    );
+    let log = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    let compiled = log.lines().filter(|l| l.trim_start().starts_with("CC ")).count();
+    assert!((1..50).contains(&compiled), "a patch to fs/sync.c recompiled {compiled} files:\n{log}");
+}
+
 #[test]
 fn a_fragment_that_turns_off_the_agent_is_refused_in_one_line() {
     let err = guest_build(&["--config", data("no-agent.config").to_str().unwrap()])
