@@ -328,13 +328,19 @@ if [ "$CLEAN" = 1 ] && [ -d "$TREE" ]; then
     rm -rf "$TREE"
 fi
 
+# The names of the patches applied to the tree, in the order they were applied (none if none).
+applied_series() {
+    [ -d "$TREE/.krr-applied" ] || return 0
+    find "$TREE/.krr-applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort
+}
+
 # unapply_old_series [KEEP]: reverse-apply the series applied to the tree, last patch first, all
 # but its first KEEP patches (default 0: all of them).
 unapply_old_series() {
     local applied=$TREE/.krr-applied p i keep=${1:-0}
     [ -d "$applied" ] || return 0
     local list=()
-    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+    mapfile -t list < <(applied_series)
     for ((i = ${#list[@]} - 1; i >= keep; i--)); do
         p=${list[$i]}
         if ! (cd "$TREE" && patch -p1 -R -s --no-backup-if-mismatch -r - < "$applied/$p" >/dev/null); then
@@ -373,22 +379,11 @@ for i in "${!USER_PATCHES[@]}"; do
     PATCH_NAMES+=("$(printf 'u%02d-%s' $((i + 1)) "$(basename "${USER_PATCHES[$i]}")")")
     PATCH_FILES+=("${USER_PATCHES[$i]}")
 done
-# The series already applied to the tree is exactly the current one: leave the tree alone, so
-# make rebuilds nothing (re-patching would touch widely included headers and rebuild it all).
-same_series() {
-    local applied=$TREE/.krr-applied i
-    [ -d "$applied" ] || return 1
-    [ "$(cd "$applied" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)" = "$(printf '%s\n' "${PATCH_NAMES[@]}" | LC_ALL=C sort)" ] || return 1
-    for i in "${!PATCH_NAMES[@]}"; do
-        cmp -s "$applied/${PATCH_NAMES[$i]}" "${PATCH_FILES[$i]}" || return 1
-    done
-}
 
 # How many leading patches of the applied series are the current series' first ones, unchanged.
 common_prefix() {
     local applied=$TREE/.krr-applied list=() i=0
-    [ -d "$applied" ] || { echo 0; return; }
-    mapfile -t list < <(find "$applied" -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+    mapfile -t list < <(applied_series)
     while [ "$i" -lt "${#list[@]}" ] && [ "$i" -lt "${#PATCH_NAMES[@]}" ] \
         && [ "${list[$i]}" = "${PATCH_NAMES[$i]}" ] && cmp -s "$applied/${list[$i]}" "${PATCH_FILES[$i]}"; do
         i=$((i + 1))
@@ -397,22 +392,21 @@ common_prefix() {
 }
 
 APPLY=("${!PATCH_NAMES[@]}")
+# What the old and new series share at their start (krr's agent, typically) stays applied and
+# only the rest is swapped, so that a new --patch rebuilds the files it and its predecessor
+# touch, not everything the agent's headers reach. When the series is the same throughout the
+# tree is left alone and make rebuilds nothing.
+keep=$(common_prefix)
 if [ ! -f "$TREE/Makefile" ] || [ "$(cat "$TREE/.krr-source-id" 2>/dev/null || echo "debian linux-source-6.1 $SRC_VER")" != "$SOURCE_ID" ]; then
     extract_tree
-elif same_series; then
+elif [ "$keep" = "${#PATCH_NAMES[@]}" ] && [ "$(applied_series | wc -l)" = "$keep" ]; then
     log "the kernel tree already carries the patch series as it is"
     APPLY=()
+elif unapply_old_series "$keep"; then
+    APPLY=("${APPLY[@]:$keep}")
+    [ "$keep" = 0 ] || log "the kernel tree keeps the first $keep patch(es) of the series applied"
 else
-    # Keep what the old and new series share at their start (krr's agent, typically) and swap
-    # only the rest, so that a new --patch rebuilds the files it and its predecessor touch, not
-    # everything the agent's headers reach.
-    keep=$(common_prefix)
-    if unapply_old_series "$keep"; then
-        APPLY=("${APPLY[@]:$keep}")
-        [ "$keep" = 0 ] || log "the kernel tree keeps the first $keep patch(es) of the series applied"
-    else
-        extract_tree
-    fi
+    extract_tree
 fi
 
 mkdir -p "$TREE/.krr-applied"

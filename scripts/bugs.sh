@@ -126,8 +126,8 @@ for n in "${names[@]}"; do
 
     [ "$verdict" = ok ] || fail=1
     # Where the report says it happened (function+offset/size), as the recording's console has it.
-    at=$(grep -m1 -oF "$TITLE+" "${trace:-/dev/null}.log" >/dev/null 2>&1 \
-        && grep -m1 -o "${TITLE##* in }+0x[0-9a-f]*/0x[0-9a-f]*" "$trace.log" || true)
+    at=$(grep -m1 -o "$TITLE+0x[0-9a-f]*/0x[0-9a-f]*" "${trace:-/dev/null}.log" 2>/dev/null || true)
+    at=${at##* in }
     [ "$rec_s" = - ] || rec_s=$(printf '%.1f' "$rec_s")
     [ "$rep_s" = - ] || rep_s=$(printf '%.1f' "$rep_s")
     rows+=("$(printf '%-20s %-8s %5s %-52s %-36s %7s %7s %8s %8s  %s' "$n" "$KIND" "$tries" "$TITLE" "${at:--}" \

@@ -14,23 +14,9 @@
 //! from `$KRR_GUEST_DIR_TRACE_PC` or `guest/build.sh --counter trace-pc --print-dir`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use krr_vmm::bench_support::{bench_args, guest_dir, pct, run_ok, workload_config, WORKLOADS};
+use krr_vmm::bench_support::{bench_args, built_guest, guest_dir, pct, run_ok, workload_config, WORKLOADS};
 use krr_vmm::emu::Profile;
-
-fn trace_pc_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR_TRACE_PC") {
-        return PathBuf::from(d);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(script)
-        .args(["--counter", "trace-pc", "--print-dir"])
-        .output()
-        .expect("run guest/build.sh --counter trace-pc --print-dir");
-    assert!(out.status.success(), "the trace-pc guest is not built: run guest/build.sh --counter trace-pc");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap_or_default().trim())
-}
 
 /// A profiled run (or recording into `trace`) of `workload` on `vcpus` emulated vCPUs.
 fn profile(dir: &Path, workload: &str, vcpus: u32, trace: Option<PathBuf>) -> Profile {
@@ -49,7 +35,10 @@ fn main() {
     }
     let workloads: Vec<String> =
         if args.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args };
-    let kernels = [("plugin", guest_dir()), ("trace-pc", trace_pc_dir())];
+    let kernels = [
+        ("plugin", guest_dir()),
+        ("trace-pc", built_guest("KRR_GUEST_DIR_TRACE_PC", &["--counter", "trace-pc"])),
+    ];
     for (name, dir) in &kernels {
         println!("position_counter: {name} kernel {}", dir.display());
     }

@@ -53,12 +53,26 @@ pub fn pct(part: u64, whole: u64) -> f64 {
 
 /// `$KRR_GUEST_DIR`, else the cached build of the current guest inputs (panics if not built).
 pub fn guest_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KRR_GUEST_DIR") {
+    built_guest("KRR_GUEST_DIR", &[])
+}
+
+/// `$env`, else the cached build of the current guest inputs with `guest/build.sh` options
+/// `build_args` (panics if not built).
+pub fn built_guest(env: &str, build_args: &[&str]) -> PathBuf {
+    if let Some(d) = std::env::var_os(env) {
         return PathBuf::from(d);
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-    let out = Command::new(script).arg("--print-dir").output().expect("run guest/build.sh --print-dir");
-    assert!(out.status.success(), "the guest is not built: run guest/build.sh first");
+    let out = Command::new(script)
+        .args(build_args)
+        .arg("--print-dir")
+        .output()
+        .expect("run guest/build.sh --print-dir");
+    assert!(
+        out.status.success(),
+        "the guest is not built: run guest/build.sh {} first",
+        build_args.join(" ")
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap_or_default().trim())
 }
 

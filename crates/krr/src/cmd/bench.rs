@@ -831,11 +831,9 @@ impl Bench {
             };
             // The counter's instructions: the trace-pc callback's call, incq and ret, or the
             // plugin's inline incq.
-            let pos = match (pc, inl, kr) {
-                (Some(pc), inl, Some(kr)) if kr > 3 * pc + inl.unwrap_or(0) => {
-                    let cost = 3 * pc + inl.unwrap_or(0);
-                    Some(100.0 * cost as f64 / (kr - cost) as f64)
-                }
+            let cost = pc.map(|pc| 3 * pc + inl.unwrap_or(0));
+            let pos = match (cost, kr) {
+                (Some(cost), Some(kr)) if kr > cost => Some(100.0 * cost as f64 / (kr - cost) as f64),
                 _ => None,
             };
             let per_ev = extra.filter(|_| w.events > 0).map(|e| e as f64 / w.events as f64);
