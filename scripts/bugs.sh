@@ -6,20 +6,24 @@
 # reach the same panic: the replay checks the console byte for byte), and run the bug's scripted
 # gdb session on the replay, which goes backwards from the report to its cause. Prints a table.
 #
-#   scripts/bugs.sh [-o DIR] [--list] [NAME...]      (default: every bug)
+#   scripts/bugs.sh [-o DIR] [--list] [--rate] [NAME...]      (default: every bug)
+#
+# --rate: record every one of a race's TRIES seeds instead of stopping at the first report, and
+# print the reproduction rate (reports/TRIES) in the tries column.
 #
 # Not part of the default CI (a KASAN kernel takes ~10 minutes to build on 2 cores and each
 # recording boots it on the emulator). Uses $KRR_BIN, else target/release/krr (built if missing).
 # Traces, logs and gdb transcripts stay in DIR (default: a new directory under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="" list=0
+out="" list=0 rate=0
 names=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -o) out="$2"; shift 2 ;;
         --list) list=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rate) rate=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "bugs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) names+=("$1"); shift ;;
     esac
@@ -68,8 +72,9 @@ for n in "${names[@]}"; do
         note "FAIL: the trigger does not compile (see $d/cc.log)"
     fi
 
-    # Record until the report appears: one try for a deterministic bug, seeds 1..TRIES for a race.
-    trace=
+    # Record until the report appears: one try for a deterministic bug, seeds 1..TRIES for a race
+    # (with --rate, every seed, counting the reports).
+    trace= hits=0
     if [ "$verdict" = ok ]; then
         for seed in $(seq 1 "$TRIES"); do
             t="$d/trace-$seed"
@@ -82,11 +87,15 @@ for n in "${names[@]}"; do
             set -e
             rec_s=$(echo "$(date +%s.%N) - $s" | bc)
             if [ "$rc" = 125 ] && grep -qF "$TITLE" "$t.log"; then
-                trace=$t tries=$seed
-                break
+                hits=$((hits + 1))
+                [ -n "$trace" ] || trace=$t tries=$seed
+                [ "$rate" = 1 ] || break
+                echo "bugs.sh: $n: try $seed: reported" >&2
+                continue
             fi
             echo "bugs.sh: $n: try $seed: exit $rc, no \"$TITLE\"" >&2
         done
+        [ "$rate" = 0 ] || tries="$hits/$TRIES"
         [ -n "$trace" ] || note "FAIL: no report in $TRIES tries (last: $t.log)"
     fi
 
@@ -126,8 +135,7 @@ for n in "${names[@]}"; do
 
     [ "$verdict" = ok ] || fail=1
     # Where the report says it happened (function+offset/size), as the recording's console has it.
-    at=$(grep -m1 -o "$TITLE+0x[0-9a-f]*/0x[0-9a-f]*" "${trace:-/dev/null}.log" 2>/dev/null || true)
-    at=${at##* in }
+    at=$(grep -m1 -F "$TITLE" "${trace:-/dev/null}.log" 2>/dev/null | grep -m1 -oE '[^ ]+\+0x[0-9a-f]+/0x[0-9a-f]+' || true)
     [ "$rec_s" = - ] || rec_s=$(printf '%.1f' "$rec_s")
     [ "$rep_s" = - ] || rep_s=$(printf '%.1f' "$rep_s")
     rows+=("$(printf '%-20s %-8s %5s %-52s %-36s %7s %7s %8s %8s  %s' "$n" "$KIND" "$tries" "$TITLE" "${at:--}" \

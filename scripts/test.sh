@@ -3,8 +3,9 @@
 # format, lints, every crate's tests, the KVM differential tests where /dev/kvm exists, kvm
 # recordings on a real KVM inside QEMU (the nested harness, a bounded list; scripts/nested-suite.sh
 # runs the whole one), an installed krr run from another directory (scripts/install-check.sh),
-# the soak suite with --quick (scripts/soak.sh runs the whole one), and a
-# bounded fuzz run of every fuzz target where cargo-fuzz is installed.
+# the soak suite with --quick (scripts/soak.sh runs the whole one), three bugs of the bug corpus
+# (scripts/bugs.sh runs all of them), and a bounded fuzz run of every fuzz target where cargo-fuzz
+# is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,15 @@ scripts/install-check.sh
 
 step "soak, bounded: every scripts/soak.sh entry with --quick (long emu recordings, each replayed)"
 cargo test --release -p krr --test soak -- --ignored --test-threads 1
+
+# A deterministic use-after-free and two of the races; the rest of bugs/ takes ~1.5 min a bug more
+# (a cold debug+KASAN kernel build adds ~10 min to the first).
+ci_bugs="${KRR_CI_BUGS:-cgroup-fsconfig-source gsm-cleanup-race mq-notify-retry}"
+step "bug corpus, bounded: $ci_bugs (scripts/bugs.sh runs the whole corpus)"
+bugs_out="$(mktemp -d /tmp/krr-ci-bugs.XXXXXX)"
+# shellcheck disable=SC2086
+scripts/bugs.sh -o "$bugs_out" $ci_bugs
+rm -rf "$bugs_out"
 
 step "fuzzing (bounded)"
 scripts/fuzz.sh "${KRR_FUZZ_SECONDS:-60}"

@@ -27,7 +27,8 @@ fn conf_value(conf: &str, key: &str) -> Option<String> {
 #[test]
 fn every_bug_has_a_revert_a_trigger_a_gdb_check_and_a_conf() {
     let all = bugs();
-    assert!(all.len() >= 3, "the corpus has {} bugs", all.len());
+    assert!(all.len() >= 10, "the corpus has {} bugs", all.len());
+    let mut races = 0;
     for bug in all {
         let name = bug.file_name().unwrap().to_string_lossy().into_owned();
         let conf =
@@ -36,8 +37,20 @@ fn every_bug_has_a_revert_a_trigger_a_gdb_check_and_a_conf() {
             let v = conf_value(&conf, key).unwrap_or_else(|| panic!("{name}: bug.conf lacks {key}"));
             assert!(!v.is_empty(), "{name}: {key} is empty");
         }
+        // A KASAN report ("KASAN: use-after-free in f") or a WARNING's location ("file.c:600 f").
         let title = conf_value(&conf, "TITLE").unwrap();
-        assert!(title.starts_with("KASAN: ") && title.contains(" in "), "{name}: report title {title:?}");
+        let kasan = title.starts_with("KASAN: ") && title.contains(" in ");
+        let warning = title
+            .split_once(' ')
+            .and_then(|(at, _)| at.split_once(".c:"))
+            .is_some_and(|(_, line)| line.parse::<u32>().is_ok());
+        assert!(kasan || warning, "{name}: report title {title:?}");
+        if conf_value(&conf, "KIND").as_deref() == Some("race") {
+            races += 1;
+            let smp: u32 = conf_value(&conf, "SMP").unwrap().parse().unwrap();
+            let tries: u32 = conf_value(&conf, "TRIES").unwrap().parse().unwrap();
+            assert!(smp >= 2 && tries > 1, "{name}: a race is recorded at --smp 2 or more, with retries");
+        }
         let revert = std::fs::read_to_string(bug.join("revert.patch")).unwrap();
         assert!(
             revert.lines().any(|l| l.starts_with("--- a/"))
@@ -47,6 +60,7 @@ fn every_bug_has_a_revert_a_trigger_a_gdb_check_and_a_conf() {
         let gdb = std::fs::read_to_string(bug.join("gdb.cmd")).unwrap();
         assert!(gdb.contains("reverse-"), "{name}: the gdb check never goes backwards");
     }
+    assert!(races >= 3, "the corpus has {races} races");
 }
 
 #[test]
