@@ -83,7 +83,7 @@ fn ci() -> Vec<Entry> {
 
 const ONE_VCPU: &[&str] = &[
     "hello", "fileio", "pipes", "forkexec", "mmap", "signals", "futex", "timers", "procfs", "ptebits",
-    "epoll", "efault",
+    "epoll", "efault", "iouring",
 ];
 const SMP: &[&str] = &["smp-futex", "smp-tmpfs", "smp-pipes", "smp-munmap", "smp-affinity", "smp-mix"];
 

@@ -44,6 +44,15 @@ fn events_of(trace: &Path) -> Vec<Event> {
     TraceReader::open(trace).unwrap().events().map(|e| e.unwrap().event).collect()
 }
 
+/// A recording of `workload` in a new temporary directory (kept alive by the first value).
+fn recorded(workload: &str) -> (tempfile::TempDir, PathBuf, Vec<Event>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join(workload);
+    record(&trace, workload);
+    let events = events_of(&trace);
+    (tmp, trace, events)
+}
+
 /// Replays `trace` (`what` names it in failures): exit 0, no divergence, the same console and
 /// all of its `events` consumed. Returns the JSON summary.
 fn replays_in_full(trace: &Path, events: usize, what: &str) -> serde_json::Value {
@@ -78,6 +87,29 @@ fn workloads_replay_without_divergence() {
     }
 }
 
+/// io_uring's rings are kernel pages user space writes while the kernel reads them (SQ tail,
+/// SQ array, SQEs, CQ head, the provided-buffer ring's tail and entries); replay runs no user
+/// code, so every such read must be logged (`io_uring_sq` user reads) for the kernel to see the
+/// same submissions.
+#[test]
+fn io_uring_rings_replay() {
+    let (_tmp, trace, events) = recorded("iouring");
+    let ring_reads = |len: usize| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::UserRead { read: krr_trace::UserReadKind::IoUringSq, data, .. } if data.len() == len)
+            })
+            .count()
+    };
+    // 16 rounds of two SQEs, one read, three buffer-select reads: 36 SQEs of 64 bytes, and
+    // the three buffer-ring entries (16 bytes) the kernel took.
+    assert!(ring_reads(64) >= 36, "SQEs logged: {}", ring_reads(64));
+    assert!(ring_reads(16) >= 3, "buffer-ring entries logged: {}", ring_reads(16));
+    assert!(ring_reads(4) >= 36, "SQ tail, SQ array and CQ head reads logged: {}", ring_reads(4));
+    replays_in_full(&trace, events.len(), "iouring");
+}
+
 /// The accessed and dirty bits the CPU sets in user PTEs while user code runs exist only in the
 /// recording (replay skips user code). `ptebits` makes the kernel read them through smaps,
 /// pagemap, clear_refs, /proc/self/mem (GUP) and madvise (MADV_COLD/PAGEOUT/FREE): every such
@@ -85,10 +117,7 @@ fn workloads_replay_without_divergence() {
 /// /proc reader diverged so, in `smaps_pte_entry`).
 #[test]
 fn kernel_reads_of_user_pte_access_bits_replay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let trace = tmp.path().join("ptebits");
-    record(&trace, "ptebits");
-    let events = events_of(&trace);
+    let (_tmp, trace, events) = recorded("ptebits");
     let ptes = events.iter().filter(|e| matches!(e, Event::PteRead { .. })).count();
     assert!(ptes > 5_000, "the walks read user PTEs through the hook: {ptes} PTE reads");
     replays_in_full(&trace, events.len(), "ptebits");

@@ -280,6 +280,7 @@ fn user_read_kind(code: u32) -> Option<UserReadKind> {
         3 => UserReadKind::StrnlenUser,
         4 => UserReadKind::Futex,
         5 => UserReadKind::KmapAnon,
+        6 => UserReadKind::IoUringSq,
         _ => return None,
     })
 }
@@ -416,6 +417,26 @@ mod tests {
         let mut ur = vec![0, 0, 0, 0, 0xff, 0xff, 0, 0];
         ur.extend(words(&[0]));
         assert!(parse_records(&record(REC_USER_READ, 0, 0, &ur), &mut out).is_err());
+    }
+
+    /// The agent's KRR_UR_* codes 0..=6 (asm/krr.h) are the trace's kinds in order; 7 is not one.
+    #[test]
+    fn every_agent_user_read_kind_decodes() {
+        let names: Vec<_> = (0..7).map(|c| user_read_kind(c).map(UserReadKind::name)).collect();
+        assert_eq!(
+            names,
+            [
+                "copy_from_user",
+                "get_user",
+                "strncpy_from_user",
+                "strnlen_user",
+                "futex",
+                "kmap_anon",
+                "io_uring_sq"
+            ]
+            .map(Some)
+        );
+        assert_eq!(user_read_kind(7), None);
     }
 
     #[test]
