@@ -11,8 +11,8 @@
 # --rate: record every one of a race's TRIES seeds instead of stopping at the first report, and
 # print the reproduction rate (reports/TRIES) in the tries column.
 #
-# Not part of the default CI (a KASAN kernel takes ~10 minutes to build on 2 cores and each
-# recording boots it on the emulator). Uses $KRR_BIN, else target/release/krr (built if missing).
+# CI (scripts/test.sh) runs three bugs; a cold KASAN kernel takes ~10 minutes to build on 2 cores
+# and each recording boots it on the emulator. Uses $KRR_BIN, else target/release/krr (or builds it).
 # Traces, logs and gdb transcripts stay in DIR (default: a new directory under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ for n in "${names[@]}"; do
 done
 if [ "$list" = 1 ]; then
     for n in "${names[@]}"; do
-        ( . "bugs/$n/bug.conf"; printf '%-22s %-10s %s\n' "$n" "$KIND" "$ORIGIN" )
+        ( . "bugs/$n/bug.conf"; printf '%-28s %-11s %s\n' "$n" "$KIND" "$ORIGIN" )
     done
     exit 0
 fi
@@ -138,11 +138,11 @@ for n in "${names[@]}"; do
     at=$(grep -m1 -F "$TITLE" "${trace:-/dev/null}.log" 2>/dev/null | grep -m1 -oE '[^ ]+\+0x[0-9a-f]+/0x[0-9a-f]+' || true)
     [ "$rec_s" = - ] || rec_s=$(printf '%.1f' "$rec_s")
     [ "$rep_s" = - ] || rep_s=$(printf '%.1f' "$rep_s")
-    rows+=("$(printf '%-20s %-8s %5s %-52s %-36s %7s %7s %8s %8s  %s' "$n" "$KIND" "$tries" "$TITLE" "${at:--}" \
+    rows+=("$(printf '%-28s %-11s %5s %-52s %-42s %7s %7s %8s %8s  %s' "$n" "$KIND" "$tries" "$TITLE" "${at:--}" \
         "$reverse" "$size" "$rec_s" "$rep_s" "$verdict")")
 done
 
-printf '\n%-20s %-8s %5s %-52s %-36s %7s %7s %8s %8s  %s\n' bug kind tries "report (recorded; replayed to the same console)" \
+printf '\n%-28s %-11s %5s %-52s %-42s %7s %7s %8s %8s  %s\n' bug kind tries "report (recorded; replayed to the same console)" \
     "at" reverse trace record_s replay_s verdict
 printf '%s\n' "${rows[@]}"
 exit $fail
